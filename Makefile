@@ -1,0 +1,196 @@
+# lorapipe: LoRA fine-tuning of Qwen-family models as a pipeline of small C tools.
+#
+#   make            build every tool into bin/ (CUDA parts where nvcc is found)
+#   make test       build and run every CPU test (C unit tests plain and under
+#                   ASan+UBSan, bats suites); closes with "N passed, N failed"
+#   make test-gpu   GPU tests (on a machine with a CUDA GPU)
+#   make deps       install the Debian packages the project needs (idempotent)
+#   make demo       the whole chain on the embedded default model and data
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
+#
+# Settings (make VAR=value): CUDA=auto|0|1, CUDA_ARCH (default 90a; a list
+# such as "90a 80" builds machine code for each plus PTX for the lowest),
+# NVCC, CUDA_HOME, BLAS=auto|0|1, OPT (default -O2).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+
+CC        ?= cc
+OPT       ?= -O2
+WARN      := -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(WARN) -fopenmp -MMD -MP -Ilib
+
+# ---- Debian packages and pkg-config -------------------------------------
+# Why each is here: docs/DEPENDENCIES.md.
+DEB_BUILD := build-essential pkg-config libjansson-dev libpcre2-dev libutf8proc-dev \
+             libarchive-dev libopenblas-dev
+DEB_TEST  := bats jq zstd libarchive-tools clang python3
+DEB_PKGS  := $(DEB_BUILD) $(DEB_TEST)
+PKGS      := jansson libpcre2-8 libutf8proc libarchive
+
+ifneq ($(filter-out deps clean,$(or $(MAKECMDGOALS),all)),)
+PKG_OK := $(shell pkg-config --exists $(PKGS) && echo yes)
+ifneq ($(PKG_OK),yes)
+$(error missing development packages ($(PKGS)); run 'make deps' first)
+endif
+endif
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+BLAS ?= auto
+ifneq ($(BLAS),0)
+BLAS_FOUND := $(shell pkg-config --exists openblas && echo yes)
+ifeq ($(BLAS_FOUND),yes)
+BLAS_CFLAGS := -DLORAPIPE_BLAS $(shell pkg-config --cflags openblas)
+BLAS_LIBS   := $(shell pkg-config --libs openblas)
+else ifeq ($(BLAS),1)
+$(error BLAS=1 but OpenBLAS (pkg-config openblas) was not found; run 'make deps')
+endif
+endif
+
+CFLAGS  := $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) $(BLAS_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  := -Wl,--as-needed $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
+
+# ---- CUDA ----------------------------------------------------------------
+CUDA      ?= auto
+CUDA_HOME ?= $(or $(patsubst %/bin/nvcc,%,$(realpath $(shell command -v nvcc 2>/dev/null))),/usr/local/cuda)
+NVCC      ?= $(if $(wildcard $(CUDA_HOME)/bin/nvcc),$(CUDA_HOME)/bin/nvcc,)
+CUDA_ARCH ?= 90a
+ifeq ($(CUDA),0)
+  USE_CUDA :=
+else ifneq ($(NVCC),)
+  USE_CUDA := 1
+else ifeq ($(CUDA),1)
+  $(error CUDA=1 but nvcc was not found (set NVCC or CUDA_HOME))
+endif
+
+ifdef USE_CUDA
+  # Fail loudly on a bad explicit arch instead of building for the wrong target.
+  NVCC_ARCHES := $(shell $(NVCC) --list-gpu-arch 2>/dev/null)
+  $(foreach a,$(CUDA_ARCH),$(if $(filter compute_$(patsubst %a,%,$(patsubst %f,%,$(a))),$(NVCC_ARCHES)),,\
+      $(error CUDA_ARCH=$(a) is not supported by $(NVCC) (supported: $(NVCC_ARCHES)))))
+  PTX_ARCH := $(firstword $(sort $(patsubst %a,%,$(CUDA_ARCH))))
+  GENCODE  := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+              -gencode arch=compute_$(PTX_ARCH),code=compute_$(PTX_ARCH)
+  NCCL_INC := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h))
+  NCCL_LIBDIR := $(patsubst %/,%,$(dir $(firstword $(wildcard $(CUDA_HOME)/lib/libnccl.so \
+                 $(CUDA_HOME)/lib64/libnccl.so /usr/lib/x86_64-linux-gnu/libnccl.so))))
+  CUBLAS_LIB := $(firstword $(wildcard $(CUDA_HOME)/lib64/libcublasLt.so $(CUDA_HOME)/lib/libcublasLt.so))
+  ifeq ($(CUBLAS_LIB),)
+    $(error nvcc found at $(NVCC) but cuBLASLt was not found under $(CUDA_HOME))
+  endif
+  NVCCFLAGS := -std=c++17 -O3 -g -lineinfo $(GENCODE) -Xcompiler -fopenmp -Ilib -Ikernels \
+               --expt-relaxed-constexpr -MMD -MP $(EXTRA_NVCCFLAGS)
+  ifneq ($(NCCL_INC),)
+    NVCCFLAGS += -DLORAPIPE_NCCL
+    NCCL_LIBS := -L$(NCCL_LIBDIR) -Wl,-rpath,$(NCCL_LIBDIR) -lnccl
+  endif
+  # cudart is linked statically so that binaries carry no toolkit-version pin
+  # beyond the driver; cuBLAS(Lt) and NCCL come from the machine.
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas \
+               $(NCCL_LIBS) -lcudart_static -lstdc++ -ldl -lrt
+endif
+
+ifeq ($(MAKELEVEL),0)
+ifneq ($(filter-out deps clean help,$(or $(MAKECMDGOALS),all)),)
+ifdef USE_CUDA
+  $(info [lorapipe] nvcc $(NVCC) ($(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')), $(GENCODE))
+  $(info [lorapipe] cuBLASLt $(CUBLAS_LIB); NCCL $(if $(NCCL_INC),$(NCCL_LIBDIR),not found (multi-GPU disabled)))
+else
+  $(info [lorapipe] nvcc not found: building the CPU tools only (train --device cuda will refuse))
+endif
+  $(info [lorapipe] BLAS: $(if $(BLAS_LIBS),OpenBLAS,none (plain loops)))
+endif
+endif
+
+# ---- sources -------------------------------------------------------------
+LIB_SRC   := $(wildcard lib/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=build/%.o)
+KERN_SRC  := $(wildcard kernels/*.cu)
+KERN_OBJ  := $(KERN_SRC:%.cu=build/%.o)
+TOOLS     := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/main.c))))
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+ASAN_BIN  := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
+ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+BINS := $(TOOLS:%=bin/%)
+all: $(BINS)
+
+build/liblorapipe.a: $(LIB_OBJ)
+	@rm -f $@; ar rcs $@ $^
+build/asan/liblorapipe.a: $(ASAN_LIB_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+build/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(if $(USE_CUDA),$(if $(filter tools/train/% tools/shard-plan/%,$<),-DLORAPIPE_CUDA),) -c $< -o $@
+build/asan/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -c $< -o $@
+
+ifdef USE_CUDA
+build/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+build/libkernels.a: $(KERN_OBJ)
+	@rm -f $@; ar rcs $@ $^
+CUDA_TOOLS := train shard-plan
+endif
+
+# Each tools/<name>/*.c (and *.cu with CUDA) links into bin/<name>.
+define TOOL_RULE
+$(1)_OBJ := $$(patsubst %.c,build/%.o,$$(wildcard tools/$(1)/*.c)) \
+            $$(if $$(and $$(USE_CUDA),$$(filter $(1),$$(CUDA_TOOLS))),$$(patsubst %.cu,build/%.o,$$(wildcard tools/$(1)/*.cu)) build/libkernels.a)
+bin/$(1): $$($(1)_OBJ) build/liblorapipe.a
+	@mkdir -p bin
+	$$(CC) $$(CFLAGS) -o $$@ $$($(1)_OBJ) build/liblorapipe.a $$(LDLIBS) \
+	    $$(if $$(and $$(USE_CUDA),$$(filter $(1),$$(CUDA_TOOLS))),$$(CUDA_LIBS))
+endef
+$(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
+
+build/tests/%: tests/unit/%.c build/liblorapipe.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< build/liblorapipe.a $(LDLIBS)
+build/asan/tests/%: tests/unit/%.c build/asan/liblorapipe.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -Itests/unit -o $@ $< build/asan/liblorapipe.a $(LDLIBS)
+
+# ---- tests ---------------------------------------------------------------
+.PHONY: fixtures all test test-unit test-bats test-gpu deps demo fuzz clean help
+# The real Qwen tokenizer, committed compressed (tests/fixtures/qwen-tokenizer).
+QWEN_FIX := build/fixtures/qwen-tokenizer/tokenizer.json
+$(QWEN_FIX): tests/fixtures/qwen-tokenizer/tokenizer.json.zst tests/fixtures/qwen-tokenizer/tokenizer_config.json
+	@mkdir -p $(@D)
+	zstd -d -q -f $< -o $@
+	cp tests/fixtures/qwen-tokenizer/tokenizer_config.json $(@D)/
+fixtures: $(QWEN_FIX)
+
+test: all fixtures $(UNIT_BIN) $(ASAN_BIN)
+	@tests/run.sh all
+test-unit: $(UNIT_BIN) $(ASAN_BIN)
+	@tests/run.sh unit
+test-bats: all fixtures
+	@tests/run.sh bats
+test-gpu: all
+	@tests/gpu/run.sh
+
+# ---- deps: install what is missing, nothing else -------------------------
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "[lorapipe] all Debian packages present"; exit 0; fi; \
+	echo "[lorapipe] installing:$$missing"; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing
+
+clean:
+	rm -rf build bin
+
+help:
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+
+-include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$($(t)_OBJ:.o=.d))
