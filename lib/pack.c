@@ -125,7 +125,7 @@ static uint64_t span_targets(const pack_span *sp, size_t n) {
 
 static int check_samples(const pack_file *p, const char *name, char *err, size_t el) {
     const pack_header *h = p->h;
-    uint64_t tok = 0, span = 0, lab = 0, targets = 0, next_record = 0;
+    uint64_t tok = 0, span = 0, lab = 0, targets = 0, next_record = 0, truncated = 0;
     uint32_t max_len = 0;
     for (uint64_t s = 0; s < h->n_samples; s++) {
         const pack_sample *m = &p->samples[s];
@@ -140,6 +140,7 @@ static int check_samples(const pack_file *p, const char *name, char *err, size_t
             return fail(err, el, name, "sample %llu: unknown flags 0x%x", (unsigned long long)s, m->flags);
         tok += m->len;
         if (m->len > max_len) max_len = m->len;
+        truncated += (m->flags & PACK_SAMPLE_TRUNCATED) != 0;
         uint64_t t = 0;
         if (m->flags & PACK_SAMPLE_EXPLICIT) {
             if (m->n_spans != 0 || m->label_first != lab || m->len > h->n_label_words - lab)
@@ -177,10 +178,11 @@ static int check_samples(const pack_file *p, const char *name, char *err, size_t
         targets += t;
     }
     if (tok != h->n_tokens || span != h->n_spans || lab != h->n_label_words || targets != h->n_targets ||
-        max_len != h->max_sample_len)
-        return fail(err, el, name, "sample totals (%llu tokens, %llu runs, %llu label words, %llu targets, longest %u) "
-                    "disagree with the header", (unsigned long long)tok, (unsigned long long)span,
-                    (unsigned long long)lab, (unsigned long long)targets, max_len);
+        max_len != h->max_sample_len || truncated != h->n_truncated ||
+        (truncated && !(h->flags & PACK_FLAG_TRUNCATE)))
+        return fail(err, el, name, "sample totals (%llu tokens, %llu runs, %llu label words, %llu targets, longest %u, "
+                    "%llu truncated) disagree with the header", (unsigned long long)tok, (unsigned long long)span,
+                    (unsigned long long)lab, (unsigned long long)targets, max_len, (unsigned long long)truncated);
     return 0;
 }
 
