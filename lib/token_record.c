@@ -63,35 +63,33 @@ static const char *ws(const char *p, const char *e) {
     return p;
 }
 
-// A JSON integer: -?(0|[1-9][0-9]*), at most 18 digits, not followed by a
-// fraction or exponent (those lines go to jansson, which names the problem).
-static const char *parse_int(const char *p, const char *e, int64_t *out) {
-    int neg = 0;
-    if (p < e && *p == '-') { neg = 1; p++; }
-    if (p >= e || *p < '0' || *p > '9') return NULL;
-    if (*p == '0' && p + 1 < e && p[1] >= '0' && p[1] <= '9') return NULL;
-    int64_t v = 0;
-    int digits = 0;
-    while (p < e && *p >= '0' && *p <= '9') {
-        if (++digits > 18) return NULL;
-        v = v * 10 + (*p++ - '0');
-    }
-    if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
-    *out = neg ? -v : v;
-    return p;
-}
-
-static const char *parse_int_array(token_record *r, const char *p, const char *e, size_t base, size_t *count) {
+// An array of JSON integers, each -?(0|[1-9][0-9]*) with at most 18 digits and
+// no fraction or exponent (such lines go to jansson, which names the problem).
+// The caller has made room: a line of L bytes holds at most L/2 + 1 numbers.
+static const char *parse_int_array(int64_t *dst, const char *p, const char *e, size_t *count) {
     if (p >= e || *p != '[') return NULL;
     p = ws(p + 1, e);
     size_t n = 0;
     if (p < e && *p == ']') { *count = 0; return p + 1; }
     for (;;) {
-        if (base + n >= r->scratch_cap)
-            r->scratch = xgrow(r->scratch, &r->scratch_cap, base + n + 1, sizeof *r->scratch);
-        p = parse_int(p, e, &r->scratch[base + n]);
-        if (!p) return NULL;
-        n++;
+        int neg = p < e && *p == '-';
+        p += neg;
+        if (p >= e || (unsigned)(*p - '0') > 9) return NULL;
+        const char *d0 = p;
+        uint64_t v = (uint64_t)(*p++ - '0');
+        if (v == 0) {
+            if (p < e && (unsigned)(*p - '0') <= 9) return NULL;   // leading zero
+        } else {
+            while (p < e && (unsigned)(*p - '0') <= 9) v = v * 10 + (uint64_t)(*p++ - '0');
+            if (p - d0 > 18) return NULL;   // (v may have wrapped; it is not used)
+        }
+        if (p < e && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
+        dst[n++] = neg ? -(int64_t)v : (int64_t)v;
+        if (p < e && *p == ',') {
+            p++;
+            if (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p = ws(p, e);
+            continue;
+        }
         p = ws(p, e);
         if (p < e && *p == ',') { p = ws(p + 1, e); continue; }
         if (p < e && *p == ']') { *count = n; return p + 1; }
@@ -162,11 +160,11 @@ static int fast_parse(token_record *r, const char *p, const char *e, size_t *n_i
         p = ws(p + 1, e);
         if (is_ids) {
             if (*has_ids || *has_labels) return 0;
-            p = parse_int_array(r, p, e, 0, n_ids);
+            p = parse_int_array(r->scratch, p, e, n_ids);
             *has_ids = 1;
         } else if (is_labels) {
             if (*has_labels || !*has_ids) return 0;
-            p = parse_int_array(r, p, e, *n_ids, n_labels);
+            p = parse_int_array(r->scratch + *n_ids, p, e, n_labels);
             *has_labels = 1;
         } else {
             p = skip_value(p, e);
@@ -221,6 +219,8 @@ int token_record_parse(token_record *r, const char *line, size_t len, char *err,
     if (p == e) return TOKREC_BLANK;
     size_t n_ids = 0, n_labels = 0;
     int has_ids, has_labels;
+    // Every number takes at least two bytes with its separator: room for all.
+    if (len / 2 + 2 > r->scratch_cap) r->scratch = xgrow(r->scratch, &r->scratch_cap, len / 2 + 2, sizeof *r->scratch);
     if (fast_parse(r, line, e, &n_ids, &n_labels, &has_ids, &has_labels))
         return check_values(r, r->scratch, n_ids, r->scratch + n_ids, n_labels, err, errlen);
     r->used_fallback = 1;
