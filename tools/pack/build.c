@@ -147,7 +147,9 @@ static void add_record(builder *b, token_record *r, const char *name, uint64_t l
             i = j;
         }
     }
-    CHECK(h->n_samples < UINT32_MAX - 1, "more than 2^32 - 2 samples");
+    if (h->n_samples >= UINT32_MAX - 1)   // sample indices are uint32 in the index
+        die("%s: line %llu: more than %u samples; split the data into several packs", name,
+            (unsigned long long)line_no, UINT32_MAX - 2);
     pack_sample s = {
         .tok_first = h->n_tokens,
         .label_first = explicit_labels ? h->n_label_words : h->n_spans,
