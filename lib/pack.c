@@ -40,8 +40,6 @@ static int fail(char *err, size_t errlen, const char *name, const char *fmt, ...
 // a * b into *out unless it overflows 64 bits.
 static int mul_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 
-static uint32_t round_up_u32(uint32_t v, uint32_t m) { return (uint32_t)(((uint64_t)v + m - 1) / m * m); }
-
 // Header fields and the section table, against the file length.
 static int check_header(const pack_header *h, size_t bytes, const char *name, char *err, size_t el) {
     if (h->version_major != PACK_VERSION_MAJOR)
@@ -287,7 +285,7 @@ static int check_batches(const pack_file *p, const char *name, char *err, size_t
             tokens += len;
         }
         if (rc) break;
-        uint32_t want_len = h->mode == PACK_MODE_PAD ? round_up_u32(longest, h->pad_multiple) : h->row_tokens;
+        uint32_t want_len = h->mode == PACK_MODE_PAD ? pack_padded_len(longest, h->pad_multiple) : h->row_tokens;
         if (m->row_len != want_len || m->n_tokens != tokens || m->n_targets != targets || m->reserved) {
             rc = fail(err, el, name, "micro-batch %llu: row length %u, %u tokens, %u targets; its rows give %u, %llu, %llu",
                       (unsigned long long)b, m->row_len, m->n_tokens, m->n_targets, want_len,
@@ -298,7 +296,7 @@ static int check_batches(const pack_file *p, const char *name, char *err, size_t
         // would break the budget (the greedy rule pack uses).
         if (h->mode == PACK_MODE_PAD && h->batch_tokens && !last_in_epoch && row < h->n_rows) {
             uint32_t next_len = p->samples[p->segments[p->row_first_seg[row]] % h->n_samples].len;
-            uint64_t l = round_up_u32(next_len > longest ? next_len : longest, h->pad_multiple);
+            uint64_t l = pack_padded_len(next_len > longest ? next_len : longest, h->pad_multiple);
             if ((uint64_t)(m->n_rows + 1) * l <= h->batch_tokens) {
                 rc = fail(err, el, name, "micro-batch %llu closes before its token budget is reached",
                           (unsigned long long)b);

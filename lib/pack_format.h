@@ -112,6 +112,12 @@ typedef struct {
     uint32_t start, end;    // 0 <= start < end <= len, runs sorted and disjoint
 } pack_span;
 
+// A pad-mode row's length: the micro-batch's longest sample rounded up to the
+// pad multiple (DataCollatorForSeq2Seq's pad_to_multiple_of).
+static inline uint32_t pack_padded_len(uint64_t longest, uint32_t multiple) {
+    return (uint32_t)((longest + multiple - 1) / multiple * multiple);
+}
+
 typedef struct {
     uint64_t row_first;     // first row (index into the rows CSR)
     uint32_t n_rows;        // >= 1

@@ -9,10 +9,9 @@ void pack_order_sequential(uint32_t *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = (uint32_t)i;
 }
 
-void pack_order_random(uint64_t seed, size_t epoch, uint32_t *out, size_t n) {
-    mt19937 g;
-    mt_seed(&g, seed + epoch);
-    mt_randperm(&g, out, n);
+void pack_order_random(mt19937 *g, uint64_t seed, size_t epoch, uint32_t *out, size_t n) {
+    mt_seed(g, seed + epoch);
+    mt_randperm(g, out, n);
 }
 
 static int cmp_u64(const void *a, const void *b) {

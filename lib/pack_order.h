@@ -12,9 +12,9 @@
 
 // out = 0, 1, ..., n-1 (SequentialSampler).
 void pack_order_sequential(uint32_t *out, size_t n);
-// Epoch e of accelerate's SeedableRandomSampler: randperm(n) from a generator
-// seeded with seed + e.
-void pack_order_random(uint64_t seed, size_t epoch, uint32_t *out, size_t n);
+// Epoch e of accelerate's SeedableRandomSampler: seeds g with seed + e and
+// draws randperm(n) from it (g can then go on, e.g. to shuffle packed rows).
+void pack_order_random(mt19937 *g, uint64_t seed, size_t epoch, uint32_t *out, size_t n);
 // One epoch of LengthGroupedSampler from the Trainer's global generator g
 // (seeded once with the seed, then carried from epoch to epoch): 2 outputs for
 // the DataLoader's base seed, randperm(n), then megabatches of

@@ -33,7 +33,7 @@ static void test_golden(void) {
         mt_seed(&global, seed);
         for (size_t e = 0; e < json_array_size(want); e++) {
             if (!strcmp(order, "group_by_length")) pack_order_group_by_length(&global, len, n, bs * accum, got);
-            else if (!strcmp(order, "random")) pack_order_random(seed, e, got, n);
+            else if (!strcmp(order, "random")) pack_order_random(&global, seed, e, got, n);
             else pack_order_sequential(got, n);
             json_t *w = json_array_get(want, e);
             size_t bad = n;

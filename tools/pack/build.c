@@ -227,8 +227,6 @@ typedef struct {
     uint64_t n_batches, n_rows, n_segments;
 } index_out;
 
-static uint32_t round_up(uint64_t v, uint32_t m) { return (uint32_t)((v + m - 1) / m * m); }
-
 // Close a micro-batch of rows [r0, r1) of the index built so far.
 static void emit_batch(index_out *x, uint32_t epoch, uint64_t r0, uint32_t n_rows, uint32_t row_len,
                        uint64_t tokens, uint64_t targets) {
@@ -258,7 +256,7 @@ static void index_pad(const builder *b, index_out *x, uint32_t e, const uint32_t
             if (o->batch_size) {
                 if (rows == o->batch_size) break;
             } else {
-                uint32_t want = round_up(l > longest ? l : longest, pm);
+                uint32_t want = pack_padded_len(l > longest ? l : longest, pm);
                 if ((uint64_t)(rows + 1) * want > o->batch_tokens) break;
             }
             if (l > longest) longest = l;
@@ -269,11 +267,12 @@ static void index_pad(const builder *b, index_out *x, uint32_t e, const uint32_t
             i++;
         }
         CHECK(rows > 0, "sample %u does not fit the micro-batch budget", order[i]);
-        emit_batch(x, e, r0, rows, round_up(longest, pm), tokens, targets);
+        emit_batch(x, e, r0, rows, pack_padded_len(longest, pm), tokens, targets);
     }
 }
 
-// Packed mode: bin-pack the epoch's order into rows, then rows_per_batch rows per micro-batch.
+// Packed mode: bin-pack the epoch's order into rows, then `per` rows per
+// micro-batch.  g: the epoch's generator when the order is random, else NULL.
 static void index_packed(const builder *b, index_out *x, uint32_t e, const uint32_t *order, size_t n,
                          mt19937 *g) {
     const build_opts *o = b->o;
@@ -283,9 +282,9 @@ static void index_packed(const builder *b, index_out *x, uint32_t e, const uint3
         ? pack_bins_best_fit(order, n, b->len, o->row_tokens, row_first, segs)
         : pack_bins_next_fit(order, n, b->len, o->row_tokens, row_first, segs);
     // Best fit emits rows longest-first; with a random order, shuffle them
-    // (randperm from the same epoch generator, right after the sample order).
+    // (randperm from the epoch's generator, right after the sample order).
     uint32_t *row_order = xmalloc((n_rows ? n_rows : 1) * sizeof *row_order);
-    if (o->packing == PACK_PACKING_BEST_FIT && o->order == PACK_ORDER_RANDOM) mt_randperm(g, row_order, n_rows);
+    if (o->packing == PACK_PACKING_BEST_FIT && g) mt_randperm(g, row_order, n_rows);
     else pack_order_sequential(row_order, n_rows);
     uint32_t per = o->batch_size ? o->batch_size : (uint32_t)(o->batch_tokens / o->row_tokens);
     for (size_t i = 0; i < n_rows;) {
@@ -317,14 +316,13 @@ static void build_index(builder *b, index_out *x) {
     for (uint32_t e = 0; e < o->epochs; e++) {
         x->epoch_first[e] = x->n_batches;
         mt19937 epoch_gen;   // accelerate's sampler: a private generator seeded seed + epoch
-        mt_seed(&epoch_gen, o->seed + e);
         switch (o->order) {
         case PACK_ORDER_SEQUENTIAL: pack_order_sequential(order, n); break;
-        case PACK_ORDER_RANDOM: mt_randperm(&epoch_gen, order, n); break;
+        case PACK_ORDER_RANDOM: pack_order_random(&epoch_gen, o->seed, e, order, n); break;
         default: pack_order_group_by_length(&global, b->len, n, bs_eff, order); break;
         }
         if (o->mode == PACK_MODE_PAD) index_pad(b, x, e, order, n);
-        else index_packed(b, x, e, order, n, &epoch_gen);
+        else index_packed(b, x, e, order, n, o->order == PACK_ORDER_RANDOM ? &epoch_gen : NULL);
     }
     x->epoch_first[o->epochs] = x->n_batches;
     spool_write(&x->rows, &x->n_segments, sizeof x->n_segments);   // the CSR's closing entry
@@ -374,7 +372,7 @@ void pack_build(const build_opts *o) {
         if (o->batch_size) h->group_size = o->batch_size;
         else {   // by budget: how many samples of the mean padded length fit T
             uint64_t mean = (h->n_tokens + h->n_samples - 1) / h->n_samples;
-            uint64_t g = o->batch_tokens / round_up(mean, o->pad_multiple);
+            uint64_t g = o->batch_tokens / pack_padded_len(mean, o->pad_multiple);
             h->group_size = (uint32_t)(g ? g : 1);
         }
     }
