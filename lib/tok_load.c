@@ -3,6 +3,7 @@
 // regexes, NFC bitmap).  Anything else is refused as "unsupported".
 #include "tok_internal.h"
 #include "check.h"
+#include "tok_json.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -168,15 +169,44 @@ static uint32_t arena_put(arena *a, const char *s, size_t n) {
     return off;
 }
 
-static void load_vocab(tok *t, json_t *vocab, size_t *cap, arena *ar) {
+// The jansson path: the same lists from the tree, with errors that name the entry.
+static void vocab_from_tree(tok *t, json_t *vocab, tok_strs *out) {
     if (!json_is_object(vocab)) die("%s: malformed tokenizer: model.vocab is not an object", t->path);
-    strmap_init(&t->vocab, json_object_size(vocab));
-    char *buf = NULL; size_t bcap = 0;
     const char *key; json_t *v;
     json_object_foreach(vocab, key, v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= INT32_MAX)
             die("%s: malformed tokenizer: vocab entry \"%s\" has no valid id", t->path, key);
-        size_t id = (size_t)json_integer_value(v), klen = strlen(key);
+        tok_strs_add(out, key, strlen(key), json_integer_value(v));
+    }
+}
+
+static void merges_from_tree(tok *t, json_t *merges, tok_strs *out) {
+    if (!json_is_array(merges)) die("%s: malformed tokenizer: model.merges is not an array", t->path);
+    size_t i; json_t *m;
+    json_array_foreach(merges, i, m) {
+        if (json_is_string(m)) {
+            // "left right": byte-level tokens never hold a plain space.
+            const char *l = json_string_value(m), *sp = strchr(l, ' ');
+            if (!sp || strchr(sp + 1, ' '))
+                die("%s: malformed tokenizer: merge %zu \"%s\" is not two tokens", t->path, i, l);
+            tok_strs_add(out, l, (size_t)(sp - l), 0);
+            tok_strs_add(out, sp + 1, strlen(sp + 1), 0);
+        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+                   json_is_string(json_array_get(m, 1))) {
+            for (int k = 0; k < 2; k++)
+                tok_strs_add(out, json_string_value(json_array_get(m, k)), json_string_length(json_array_get(m, k)), 0);
+        } else {
+            die("%s: malformed tokenizer: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", t->path, i);
+        }
+    }
+}
+
+static void load_vocab(tok *t, const tok_strs *vs, size_t *cap, arena *ar) {
+    strmap_init(&t->vocab, vs->n);
+    char *buf = NULL; size_t bcap = 0;
+    for (size_t i = 0; i < vs->n; i++) {
+        const char *key = vs->s + vs->off[i];
+        size_t klen = vs->len[i], id = (size_t)vs->val[i];
         ensure_id(t, cap, id);
         if (id + 1 > t->n_ids) t->n_ids = id + 1;
         buf = xgrow(buf, &bcap, klen + 1, 1);
@@ -197,37 +227,22 @@ static void load_vocab(tok *t, json_t *vocab, size_t *cap, arena *ar) {
     }
 }
 
-// Raw bytes of merge side s (a vocabulary token); -1 when it is not a token.
+// Id of merge side s (a vocabulary token, in its byte-level spelling); -1
+// when it is not a token; *byte_level 0 when s is not byte-level at all.
 static int32_t merge_side(tok *t, const char *s, size_t n, char **buf, size_t *cap, int *byte_level) {
     *buf = xgrow(*buf, cap, n + 1, 1);
     size_t bl = bytelevel_decode(s, n, *buf, byte_level);
     return *byte_level ? strmap_get(&t->vocab, *buf, bl) : -1;
 }
 
-static void load_merges(tok *t, json_t *merges) {
-    if (!json_is_array(merges)) die("%s: malformed tokenizer: model.merges is not an array", t->path);
-    size_t n = json_array_size(merges);
+static void load_merges(tok *t, const tok_strs *ms) {
+    size_t n = ms->n / 2;
     u64map_init(&t->merges, n);
     char *a = NULL, *b = NULL, *ab = NULL; size_t ca = 0, cb = 0, cab = 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *m = json_array_get(merges, i);
-        const char *l, *r; size_t ll, rl;
-        if (json_is_string(m)) {
-            // "left right": byte-level tokens never hold a plain space.
-            l = json_string_value(m);
-            const char *sp = strchr(l, ' ');
-            if (!sp || strchr(sp + 1, ' '))
-                die("%s: malformed tokenizer: merge %zu \"%s\" is not two tokens", t->path, i, l);
-            ll = (size_t)(sp - l); r = sp + 1; rl = strlen(r);
-        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                   json_is_string(json_array_get(m, 1))) {
-            l = json_string_value(json_array_get(m, 0)); ll = json_string_length(json_array_get(m, 0));
-            r = json_string_value(json_array_get(m, 1)); rl = json_string_length(json_array_get(m, 1));
-        } else {
-            die("%s: malformed tokenizer: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", t->path, i);
-        }
         int bl_l, bl_r;
-        int32_t il = merge_side(t, l, ll, &a, &ca, &bl_l), ir = merge_side(t, r, rl, &b, &cb, &bl_r);
+        int32_t il = merge_side(t, ms->s + ms->off[2 * i], ms->len[2 * i], &a, &ca, &bl_l);
+        int32_t ir = merge_side(t, ms->s + ms->off[2 * i + 1], ms->len[2 * i + 1], &b, &cb, &bl_r);
         if (!bl_l || !bl_r) continue;     // a non-byte-level token can never be formed by encoding
         if (il < 0 || ir < 0)
             die("%s: malformed tokenizer: merge %zu uses a token that is not in the vocabulary", t->path, i);
@@ -304,11 +319,16 @@ tok *tok_load(const char *path) {
     } else {
         t->path = xstrdup(path);
     }
-    // One read, then parse from memory (json_load_file reads with getc).
+    // One read; model.vocab and model.merges by the fast path when it can,
+    // the rest (or everything, when it cannot) with jansson.
     size_t flen;
     char *text = read_file(t->path, &flen);
+    tok_strs vs = {0}, ms = {0};
+    char *rest = NULL; size_t rest_n = 0;
+    int fast = tokjson_fast(text, flen, &vs, &ms, &rest, &rest_n) == 0;
     json_error_t je;
-    json_t *root = json_loadb(text, flen, JSON_ALLOW_NUL, &je);
+    json_t *root = fast ? json_loadb(rest, rest_n, JSON_ALLOW_NUL, &je) : json_loadb(text, flen, JSON_ALLOW_NUL, &je);
+    free(rest);
     free(text);
     if (!root) die("%s: line %d: not valid JSON: %s", t->path, je.line, je.text);
     if (!json_is_object(root)) die("%s: malformed tokenizer: not a JSON object", t->path);
@@ -323,9 +343,14 @@ tok *tok_load(const char *path) {
 
     size_t cap = 0;
     arena ar = {0};
-    load_vocab(t, json_object_get(model, "vocab"), &cap, &ar);
+    if (!fast) {
+        vocab_from_tree(t, json_object_get(model, "vocab"), &vs);
+        merges_from_tree(t, json_object_get(model, "merges"), &ms);
+    }
+    load_vocab(t, &vs, &cap, &ar);
     t->id_bytes = ar.s;                 // merges read token bytes through it
-    load_merges(t, json_object_get(model, "merges"));
+    load_merges(t, &ms);
+    tok_strs_free(&vs); tok_strs_free(&ms);
     load_added(t, json_object_get(root, "added_tokens"), &cap, &ar);
     t->id_bytes = ar.s;
     added_set_build(&t->raw_set, t->added, t->n_added, 0);

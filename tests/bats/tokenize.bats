@@ -246,7 +246,7 @@ bad_input() {  # file expected-substring [extra options]
     bad_input "$D/w.jsonl" "w.jsonl: empty input"
     echo '[]' > "$D/a.json"
     bad_input "$D/a.json" "a.json: empty input"
-    run "$T" -q -t "$QWEN_TOK" < /dev/null
+    run bash -c '"$0" -q -t "$1" < /dev/null' "$T" "$QWEN_TOK"
     [ "$status" -eq 1 ]; [[ "$output" == *"<stdin>: empty input"* ]]
 }
 
@@ -295,4 +295,38 @@ bad_input() {  # file expected-substring [extra options]
     check_unsupported 'del(.model.vocab["a"])' "the vocabulary has no token for byte 0x61"
     run "$T" -t "$D/nowhere" "$D/r.jsonl"
     [ "$status" -eq 1 ]; [[ "$output" == *"cannot open tokenizer"* ]]
+}
+
+@test "malformed tokenizer.json files are refused naming the problem" {
+    base="$TF/tiny/tokenizer.json"
+    echo '{"text":"x"}' > "$D/r.jsonl"
+    check_malformed() {  # jq-edit expected
+        jq "$1" "$base" > "$D/tok.json"
+        run "$T" -t "$D/tok.json" -o "$D/o.jsonl" "$D/r.jsonl"
+        [ "$status" -eq 1 ] || { echo "accepted: $1"; return 1; }
+        [[ "$output" == *"$2"* ]] || { echo "got: $output"; return 1; }
+    }
+    check_malformed '.model.merges[0] = "a b c"' "malformed tokenizer: merge 0"
+    check_malformed '.model.merges[3] = 7' "malformed tokenizer: merge 3 is neither"
+    check_malformed '.model.vocab["a"] = -1' 'vocab entry "a" has no valid id'
+    check_malformed '.model.merges[1] = "zz q"' "merge 1 uses a token that is not in the vocabulary"
+    check_malformed 'del(.model.vocab["aa"])' "merge 0 makes a token that is not in the vocabulary"
+    check_malformed 'del(.model)' 'no "model" object'
+    head -c 3000 "$base" > "$D/tok.json"
+    run "$T" -t "$D/tok.json" "$D/r.jsonl"
+    [ "$status" -eq 1 ]; [[ "$output" == *"tok.json: line"*"not valid JSON"* ]]
+    # Escapes in vocab keys and merges go through the fast path unchanged.
+    jq '.' "$base" | sed 's/"a": /"\\u0061": /' > "$D/tok.json"
+    grep -q '"\\u0061": ' "$D/tok.json"
+    "$T" -q -t "$TF/tiny" -f text "$TF/hard_strings.jsonl" > "$D/want.jsonl"
+    "$T" -q -t "$D/tok.json" -f text "$TF/hard_strings.jsonl" | cmp - "$D/want.jsonl"
+}
+
+@test "-o onto a FIFO writes into it instead of replacing it" {
+    mkfifo "$D/p"
+    cat "$D/p" > "$D/got.jsonl" &
+    "$T" -q -t "$QWEN_TOK" --no-system -o "$D/p" "$TF/chat_records.jsonl"
+    wait
+    [ -p "$D/p" ]
+    cmp "$D/got.jsonl" "$TF/chat_expected_nosys.jsonl"
 }

@@ -91,6 +91,56 @@ typedef struct {
     size_t full_len, targets;
 } slot;
 
+typedef struct { slot *s; size_t n; } batch;
+
+// The inputs, read one after the other.
+typedef struct {
+    char **inputs; size_t n_inputs, f;
+    rec_reader *r;
+    conv_format fmt;
+    const char *input_sep;
+    int done;
+} reader;
+
+// Fill b with up to BATCH_RECORDS records (or BATCH_BYTES of text); parse
+// errors die here, naming the record.
+static void batch_read(reader *rd, batch *b) {
+    size_t bytes = 0;
+    b->n = 0;
+    while (!rd->done && b->n < BATCH_RECORDS && bytes < BATCH_BYTES) {
+        if (!rd->r) rd->r = rec_open(rd->inputs[rd->f]);
+        rec x;
+        if (!rec_next(rd->r, &x)) {
+            rec_close(rd->r);
+            rd->r = NULL;
+            if (++rd->f == rd->n_inputs) rd->done = 1;
+            continue;
+        }
+        char where[600];
+        rec_where(&x, where, sizeof where);
+        slot *s = &b->s[b->n++];
+        s->json = x.json;
+        conv_parse(&s->cv, x.json, rd->fmt, rd->input_sep, where);
+        for (size_t i = 0; i < s->cv.n; i++) bytes += s->cv.m[i].len;
+    }
+}
+
+// Render, tokenise, truncate and format one record.
+static void slot_encode(slot *s, tok_ctx *cx, const chatml_opts *co, size_t max_len, size_t recno) {
+    s->ids.n = s->labels.n = 0;
+    if (chatml_encode(cx, &s->cv, co, &s->ids, &s->labels))
+        die("record %zu: invalid UTF-8", recno);   // cannot happen: JSON text is valid UTF-8
+    s->full_len = s->ids.n;
+    size_t n = s->ids.n;
+    if (max_len && n > max_len) n = max_len;
+    s->ids.n = s->labels.n = n;
+    size_t tg = 0;
+    for (size_t k = 0; k < n; k++) tg += s->labels.v[k] != -100;
+    s->targets = tg;
+    s->line_len = 0;
+    out_record(&s->line, &s->line_len, &s->line_cap, s->ids.v, s->labels.v, n);
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -191,53 +241,29 @@ int main(int argc, char **argv) {
     aout_open(&out, out_path);
     char *stdin_only[] = {"-"};
     if (!n_inputs) { inputs = stdin_only; n_inputs = 1; }
-
-    slot *slots = xcalloc(BATCH_RECORDS, sizeof *slots);
+    // Two batches: while the workers encode one, one thread reads and parses
+    // the next (the first thread to reach the "single" below), then joins in.
+    batch b[2] = {{0}};
+    for (int k = 0; k < 2; k++) b[k].s = xcalloc(BATCH_RECORDS, sizeof *b[k].s);
+    reader rd = {inputs, n_inputs, 0, NULL, (conv_format)fmt, input_sep, 0};
     stats st = {0};
     int tty = isatty(2) && !quiet;
     double t_start = now_s(), t_progress = t_start;
-    size_t f = 0;
-    rec_reader *r = rec_open(inputs[0]);
-    int done = 0;
-    while (!done) {
-        // Read and parse a batch (main thread: errors name the record).
-        size_t nb = 0, bytes = 0;
-        while (nb < BATCH_RECORDS && bytes < BATCH_BYTES) {
-            rec x;
-            if (!rec_next(r, &x)) {
-                rec_close(r);
-                r = NULL;
-                if (++f == n_inputs) { done = 1; break; }
-                r = rec_open(inputs[f]);
-                continue;
-            }
-            char where[600];
-            rec_where(&x, where, sizeof where);
-            slot *s = &slots[nb++];
-            s->json = x.json;
-            conv_parse(&s->cv, x.json, (conv_format)fmt, input_sep, where);
-            for (size_t i = 0; i < s->cv.n; i++) bytes += s->cv.m[i].len;
+    batch_read(&rd, &b[0]);
+    int cur = 0;
+    while (b[cur].n) {
+        batch *a = &b[cur], *next = &b[1 - cur];
+        size_t base = st.records;
+        #pragma omp parallel num_threads(n_threads)
+        {
+            #pragma omp single nowait
+            batch_read(&rd, next);
+            #pragma omp for schedule(dynamic, 4) nowait
+            for (size_t i = 0; i < a->n; i++)
+                slot_encode(&a->s[i], ctx[omp_get_thread_num()], &co, (size_t)max_len, base + i + 1);
         }
-        // Encode and format in parallel; each thread owns one tok_ctx.
-        #pragma omp parallel for schedule(dynamic, 4) num_threads(n_threads)
-        for (size_t i = 0; i < nb; i++) {
-            slot *s = &slots[i];
-            tok_ctx *cx = ctx[omp_get_thread_num()];
-            s->ids.n = s->labels.n = 0;
-            if (chatml_encode(cx, &s->cv, &co, &s->ids, &s->labels))
-                die("record %zu: invalid UTF-8", st.records + i + 1);   // JSON text is always valid
-            s->full_len = s->ids.n;
-            size_t n = s->ids.n;
-            if (max_len && n > (size_t)max_len) n = (size_t)max_len;
-            s->ids.n = s->labels.n = n;
-            size_t tg = 0;
-            for (size_t k = 0; k < n; k++) tg += s->labels.v[k] != -100;
-            s->targets = tg;
-            s->line_len = 0;
-            out_record(&s->line, &s->line_len, &s->line_cap, s->ids.v, s->labels.v, n);
-        }
-        for (size_t i = 0; i < nb; i++) {
-            slot *s = &slots[i];
+        for (size_t i = 0; i < a->n; i++) {
+            slot *s = &a->s[i];
             aout_write(&out, s->line, s->line_len);
             st.records++;
             st.tokens += s->ids.n;
@@ -249,10 +275,12 @@ int main(int argc, char **argv) {
             json_decref(s->json);
             s->json = NULL;
         }
+        a->n = 0;
         if (tty && now_s() - t_progress > 0.5) {
             t_progress = now_s();
             fprintf(stderr, "\rtokenize: %zu records, %zu tokens", st.records, st.tokens);
         }
+        cur = 1 - cur;
     }
     aout_commit(&out);
     double secs = now_s() - t_start;
@@ -292,12 +320,15 @@ int main(int argc, char **argv) {
              secs > 0 ? (double)st.tokens_before_trunc / secs : 0.0, n_threads, t_load);
     }
     json_decref(js);
-    for (size_t i = 0; i < BATCH_RECORDS; i++) {
-        conv_free(&slots[i].cv);
-        tok_ids_free(&slots[i].ids); tok_ids_free(&slots[i].labels);
-        free(slots[i].line);
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < BATCH_RECORDS; i++) {
+            slot *x = &b[k].s[i];
+            conv_free(&x->cv);
+            tok_ids_free(&x->ids); tok_ids_free(&x->labels);
+            free(x->line);
+        }
+        free(b[k].s);
     }
-    free(slots);
     for (int i = 0; i < n_threads; i++) tok_ctx_free(ctx[i]);
     free(ctx); free(sys_owned);
     tok_free(t);
