@@ -330,3 +330,14 @@ bad_input() {  # file expected-substring [extra options]
     [ -p "$D/p" ]
     cmp "$D/got.jsonl" "$TF/chat_expected_nosys.jsonl"
 }
+
+@test "an error deep in the input with -j 4 still exits 1 and leaves no output" {
+    for i in $(seq 1 5000); do echo "{\"text\":\"hello $i\"}"; done > "$D/late.jsonl"
+    echo '{"text": 5}' >> "$D/late.jsonl"
+    for i in $(seq 1 100); do echo '{"text":"x"}'; done >> "$D/late.jsonl"
+    run "$T" -q -t "$QWEN_TOK" -j 4 -o "$D/out.jsonl" "$D/late.jsonl"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"late.jsonl: line 5001: field \"text\" is a number, not a string"* ]]
+    [ ! -e "$D/out.jsonl" ]
+    no_leftovers "$D"
+}
