@@ -8,6 +8,8 @@ ids Hugging Face `tokenizers` gives for a set of strings with them.
       normalized).
   tests/fixtures/tokenize/tiny-gpt2/tokenizer.json  GPT-2 layout: ByteLevel(use_regex=true),
       no normalizer, merges as ["a", "b"] lists.
+  tests/fixtures/tokenize/tiny-quirk/tokenizer.json hand-made: "abc" can be formed by two merge paths
+      ("ab"+"c" and "a"+"bc"), which exercises the priority-queue details (stale entries, ties).
   tests/fixtures/tokenize/tiny_expected.jsonl       {"tokenizer", "text", "ids", "ids_split_special", "decoded"}
 
 The merges are learned by tokenizers' BpeTrainer from a fixed small text (a few
@@ -79,8 +81,39 @@ def build(path, gpt2):
     return Tokenizer.from_file(path)
 
 
+def build_quirk(path):
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    merges = [("b", "c"), ("a", "b"), ("ab", "c"), ("a", "bc"), ("c", "a"), ("ca", "b"), ("abc", "abc"),
+              ("b", "b"), ("bb", "b")]
+    for a, b in merges:
+        if a + b not in vocab:
+            vocab[a + b] = len(vocab)
+    j = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+         "normalizer": None,
+         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True},
+         "post_processor": None, "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                                             "use_regex": True},
+         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                   "vocab": vocab, "merges": [list(m) for m in merges]}}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(j, f, ensure_ascii=False, indent=1)
+    return Tokenizer.from_file(path)
+
+
+QUIRK_STRINGS = ["abc", "abcabc", "aabcc", "ababcbc", "cab", "cabc", "abcab", "bbbb", "bbbbbbb", "abbbc",
+                 "cabcabcab", "aaaa", "bcbcbc", "abcbcabc", "a", ""]
+
+
 def main():
     rows = []
+    tok = build_quirk(f"{OUT}/tiny-quirk/tokenizer.json")
+    for s in QUIRK_STRINGS:
+        ids = tok.encode(s, add_special_tokens=False).ids
+        rows.append({"tokenizer": "tiny-quirk", "text": s, "ids": ids, "ids_split_special": ids,
+                     "decoded": tok.decode(ids), "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
     for name, gpt2 in (("tiny", False), ("tiny-gpt2", True)):
         tok = build(f"{OUT}/{name}/tokenizer.json", gpt2)
         for s in STRINGS:
