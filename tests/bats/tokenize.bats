@@ -182,6 +182,13 @@ tok_with_template() {  # dir template-file
     [[ "$output" == *"skipping member data/README.txt"* ]]
 }
 
+@test "--decode of the hard-strings ids gives HF's decode, string for string" {
+    jq -c '{input_ids: .ids}' "$TF/hard_strings_expected.jsonl" | "$T" -t "$QWEN_TOK" --decode > "$D/d.jsonl"
+    same_lines "$D/d.jsonl" .text "$TF/hard_strings_expected.jsonl" .decoded
+    jq -c '{input_ids: .ids}' "$TF/hard_strings_expected.jsonl" | "$T" -t "$QWEN_TOK" --decode --skip-special > "$D/s.jsonl"
+    same_lines "$D/s.jsonl" .text "$TF/hard_strings_expected.jsonl" .decoded_skip
+}
+
 @test "--decode turns ids back into text; --skip-special drops specials" {
     printf '%s\n' '{"text":"Hello world, 你好！ 👍🏽"}' > "$D/t.jsonl"
     "$T" -q -t "$QWEN_TOK" -f text "$D/t.jsonl" | "$T" -t "$QWEN_TOK" --decode > "$D/d.jsonl"

@@ -3,7 +3,7 @@
 
 Writes
   tests/fixtures/tokenize/hard_strings.jsonl           {"text": s} per line (input of bin/tokenize --format text)
-  tests/fixtures/tokenize/hard_strings_expected.jsonl  {"ids": [...], "ids_split_special": [...]} per line
+  tests/fixtures/tokenize/hard_strings_expected.jsonl  {"ids", "ids_split_special", "decoded", "decoded_skip"} per line
 using the committed Qwen tokenizer (tokenizers.Tokenizer, add_special_tokens=False;
 ids_split_special with encode_special_tokens=True, i.e. split_special_tokens).
 usage: python3 tests/golden/tokenize_hard_strings.py build/fixtures/qwen-tokenizer/tokenizer.json
@@ -91,7 +91,9 @@ def main():
             ids2 = tok.encode(s, add_special_tokens=False).ids
             tok.encode_special_tokens = False
             f.write(json.dumps({"text": s}) + "\n")
-            g.write(json.dumps({"ids": ids, "ids_split_special": ids2}, separators=(",", ":")) + "\n")
+            g.write(json.dumps({"ids": ids, "ids_split_special": ids2, "decoded": tok.decode(ids, skip_special_tokens=False),
+                               "decoded_skip": tok.decode(ids, skip_special_tokens=True)},
+                               separators=(",", ":")) + "\n")
     print(len(strings), "strings")
 
 
