@@ -348,3 +348,17 @@ bad_input() {  # file expected-substring [extra options]
     [ ! -e "$D/out.jsonl" ]
     no_leftovers "$D"
 }
+
+@test "SIGTERM or SIGINT during a run leaves neither the output nor a temporary file" {
+    for i in $(seq 1 300); do cat "$TF/hard_strings.jsonl"; done > "$D/big.jsonl"
+    for sig in TERM INT; do
+        "$T" -q -t "$QWEN_TOK" -f text -j 1 -o "$D/out.jsonl" "$D/big.jsonl" &
+        pid=$!
+        sleep 0.6
+        kill -s "$sig" "$pid"
+        run wait "$pid"
+        [ "$status" -ne 0 ]
+        [ ! -e "$D/out.jsonl" ]
+        no_leftovers "$D"
+    done
+}
