@@ -25,9 +25,10 @@ struct rec_reader {
     size_t line, index, total;
 };
 
-static void die_in(rec_reader *r, const char *fmt, const char *detail) {
-    if (r->member) die("%s: member %s: %s%s", r->path, r->member, fmt, detail ? detail : "");
-    die("%s: %s%s", r->path, fmt, detail ? detail : "");
+// "input: [member M: ]what[detail]"
+static _Noreturn void die_in(rec_reader *r, const char *what, const char *detail) {
+    if (r->member) die("%s: member %s: %s%s", r->path, r->member, what, detail ? detail : "");
+    die("%s: %s%s", r->path, what, detail ? detail : "");
 }
 
 rec_reader *rec_open(const char *path) {

@@ -148,7 +148,7 @@ static void encode_segment(tok_ctx *c, const char *s, size_t n, unsigned flags, 
     }
     if (t->norm_set.n) {
         size_t ns = added_find(t, &t->norm_set, s, n, flags, NULL, 0, &c->sp_norm, &c->sp_norm_cap);
-        // Copy: the recursion below does not reuse sp_norm, but keep it simple.
+        // split_stage does not touch sp_norm, so it can be walked directly.
         for (size_t i = 0; i < ns; i++) {
             tok_split sp = c->sp_norm[i];
             if (sp.id >= 0) tok_ids_push(out, sp.id);

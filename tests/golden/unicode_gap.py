@@ -13,9 +13,13 @@ char (about 15 s):
   L  iff "x"+c is one piece       ([^\\r\\n\\p{L}\\p{N}]?\\p{L}+ takes both)
   N  iff c+c is two pieces        (\\p{N} takes one char)
   S  iff "!"+c+"!" is three pieces (neither letter, number nor punctuation)
-usage: python3 tests/golden/unicode_gap.py TOKENIZER.json PCRE2_CLASS_DUMP_BINARY
-The second argument is build/tests/pcre2_classes (from tests/golden/pcre2_classes.c)
-which prints the code points PCRE2 matches for a class given as argv[1].
+usage: cc -O2 tests/golden/pcre2_classes.c -lpcre2-8 -o /tmp/pcre2_classes
+       python3 tests/golden/unicode_gap.py TOKENIZER.json /tmp/pcre2_classes
+(pcre2_classes prints the code points PCRE2 matches for the class given as argv[1]).
+Output of the run behind lib/tok_pretok.c (tokenizers 0.23.3, PCRE2 10.42):
+  L: Oniguruma-only 9272 code points (Unicode 15.0-16.0 letters), PCRE2-only 0
+  N: Oniguruma-only 120, PCRE2-only 0
+  S: Oniguruma-only 0, PCRE2-only 1 (U+180E)
 """
 import subprocess
 import sys
