@@ -47,7 +47,7 @@ tok_with_template() {  # dir template-file
 }
 
 # ---- ids identical to Hugging Face -------------------------------------------
-@test "hard-strings corpus: ids identical to HF tokenizers (479 strings)" {
+@test "hard-strings corpus: ids identical to HF tokenizers (489 strings)" {
     [ "$(wc -l < "$TF/hard_strings.jsonl")" -ge 200 ]
     "$T" -q -t "$QWEN_TOK" -f text "$TF/hard_strings.jsonl" > "$D/out.jsonl"
     same_lines "$D/out.jsonl" .input_ids "$TF/hard_strings_expected.jsonl" .ids

@@ -48,6 +48,10 @@ def corpus():
     s += ["a\U00031350b", "\U00011f04\U00011f05x", "\U00016d40\U00016d41", "\U0001e5d0\U0001e5d1 z",
           "\U00011bc0 \U00011bf0\U00011bf1", "\U0001ccf0\U0001ccf1", "\u1c89\u1c8a", "\ua7cb\ua7cc",
           "\U00010d4a-\U00010d40", "\U0002ebf0\U0002ebf1", "x\U00013460y"]
+    # Combining marks newer than HF's NFC tables (class 0 there; see nfc_gap.py) next to old marks.
+    s += ["q\u0301\U000119e0", "\u200d\u0347\U000119e0", "\U0001e4ef\u064f\r", "\U00016ff1\u03d5\u0320",
+          "a\u0301\u1ac0\u0316", "\u0915\u094d\u0c3c\u0301", "e\u1df6\u0301", "\u07fd\u0300x", "\U0001e4ee\u032d(\u0301",
+          "\u0898\u0899\u0301\u0316"]
     # Code.
     s += ["def f(x):\n    return x**2\n", "int main(void) {\n\treturn 0;\n}\n", "if (a && b || !c) { x += 1; }",
           "for i in range(10):\n        print(i)", "<div class=\"x\">&nbsp;</div>", "SELECT * FROM t WHERE a='b';",
