@@ -294,7 +294,7 @@ int main(int argc, char **argv) {
     }
     json_t *js = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:f,s:f,s:i,s:f,s:s?,s:I}",
         "records", (json_int_t)st.records, "tokens", (json_int_t)st.tokens,
-        "target_tokens", (json_int_t)st.targets, "tokens_before_truncation", (json_int_t)st.tokens_before_trunc,
+        "trained_tokens", (json_int_t)st.targets, "tokens_before_truncation", (json_int_t)st.tokens_before_trunc,
         "truncated_records", (json_int_t)st.truncated, "records_without_targets", (json_int_t)st.no_target,
         "formats", "alpaca", (json_int_t)st.by_format[FMT_ALPACA], "messages", (json_int_t)st.by_format[FMT_MESSAGES],
         "sharegpt", (json_int_t)st.by_format[FMT_SHAREGPT], "text", (json_int_t)st.by_format[FMT_TEXT],
