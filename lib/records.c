@@ -137,9 +137,11 @@ static int next_entry(rec_reader *r) {
         }
         r->buf_n = r->buf_off = 0; r->eof = 0;
         r->line = r->index = 0;
-        // Sniff the first non-blank byte (after a byte-order mark).
+        // Sniff the first non-blank byte (after a byte-order mark); count the
+        // blank lines skipped so that line numbers stay right.
+        size_t skipped_nl = 0;
         for (;;) {
-            while (r->buf_off < r->buf_n && strchr(" \t\r\n", r->buf[r->buf_off])) r->buf_off++;
+            while (r->buf_off < r->buf_n && strchr(" \t\r\n", r->buf[r->buf_off])) skipped_nl += r->buf[r->buf_off++] == '\n';
             if (r->buf_off + 3 <= r->buf_n && !memcmp(r->buf + r->buf_off, "\xEF\xBB\xBF", 3)) { r->buf_off += 3; continue; }
             if (r->buf_off < r->buf_n && !(r->buf_n - r->buf_off < 3 && (unsigned char)r->buf[r->buf_off] == 0xEF && !r->eof)) break;
             if (!fill(r)) break;
@@ -164,7 +166,7 @@ static int next_entry(rec_reader *r) {
             json_t *arr = json_loadb(s, n, JSON_ALLOW_NUL, &je);
             if (!arr) {
                 char msg[400];
-                snprintf(msg, sizeof msg, "line %d: not valid JSON: %s", je.line, je.text);
+                snprintf(msg, sizeof msg, "line %zu: not valid JSON: %s", (size_t)je.line + skipped_nl, je.text);
                 die_in(r, msg, NULL);
             }
             if (r->arr) json_decref(r->arr);
@@ -173,6 +175,7 @@ static int next_entry(rec_reader *r) {
             r->buf_n = r->buf_off = 0;
         } else if (c == '{') {
             r->mode = MODE_LINES;
+            r->line = skipped_nl;
         } else {
             die_in(r, "not JSON (expected a JSON array of records or JSON Lines)", NULL);
         }

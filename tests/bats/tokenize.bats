@@ -225,6 +225,10 @@ bad_input() {  # file expected-substring [extra options]
     bad_input "$D/c.json" "c.json: not JSON"
     printf '[{"text":"a"},\n{"text":]\n' > "$D/d.json"
     bad_input "$D/d.json" "d.json: line 2: not valid JSON"
+    printf '\n\n[{"text":"a"},\n{"text":]\n' > "$D/e.json"
+    bad_input "$D/e.json" "e.json: line 4: not valid JSON"
+    printf '\n  \n{"text":"ok"}\n\n{"text" "x"}\n' > "$D/f.jsonl"
+    bad_input "$D/f.jsonl" "f.jsonl: line 5: not valid JSON"
 }
 
 @test "bad input: missing or mistyped fields, unknown roles, undetectable format" {
