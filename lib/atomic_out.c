@@ -25,6 +25,15 @@ void aout_open(aout *o, const char *path) {
     memset(o, 0, sizeof *o);
     o->cleanup = -1;
     if (!path || !strcmp(path, "-")) { o->f = stdout; return; }
+    // An existing device or FIFO (-o /dev/null, -o /dev/stdout, a named pipe)
+    // is written in place: renaming a temporary over it would replace it.
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        o->f = fopen(path, "wb");
+        if (!o->f) die("cannot open %s: %s", path, strerror(errno));
+        o->path = xstrdup(path);
+        return;
+    }
     o->path = xstrdup(path);
     o->tmp = tmp_name_for(path);
     int fd = mkstemp(o->tmp);
@@ -45,6 +54,12 @@ void aout_write(aout *o, const void *p, size_t n) {
 void aout_commit(aout *o) {
     if (fflush(o->f) != 0) die("cannot write %s: %s", aout_name(o), strerror(errno));
     if (!o->path) return;
+    if (!o->tmp) {                      // a device or FIFO, written in place
+        if (fclose(o->f) != 0) die("cannot write %s: %s", o->path, strerror(errno));
+        free(o->path);
+        memset(o, 0, sizeof *o);
+        return;
+    }
     if (fsync(fileno(o->f)) != 0 && errno != EINVAL)
         die("cannot write %s: %s", o->path, strerror(errno));
     if (fclose(o->f) != 0) die("cannot write %s: %s", o->path, strerror(errno));
@@ -60,6 +75,7 @@ void aout_commit(aout *o) {
 
 void aout_abort(aout *o) {
     if (!o->path) return;
+    if (!o->tmp) { fclose(o->f); free(o->path); memset(o, 0, sizeof *o); return; }
     if (o->f) fclose(o->f);
     unlink(o->tmp);
     cleanup_forget(o->cleanup);
