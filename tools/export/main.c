@@ -297,6 +297,14 @@ static void folder_to_archive(arc_out *x, const char *dir, char *const *names, s
 
 // ---- modes ------------------------------------------------------------------
 
+// Remove a temporary folder once its files are in the archive.
+static void drop_dir(aout_dir *d) {
+    rm_rf(d->tmp);
+    cleanup_forget(d->cleanup);
+    free(d->tmp);
+    free(d->path);
+}
+
 static void export_model(const char *model_dir, const char *weights, const char *out, uint64_t max_shard, int force) {
     hf_config cfg;
     char *cp = join(model_dir, "config.json");
@@ -372,8 +380,7 @@ static void export_model(const char *model_dir, const char *weights, const char 
             folder_to_archive(&x, d.tmp, names, nn);
             folder_to_archive(&x, d.tmp, plan.file, plan.n);
             arc_commit(&x);
-            rm_rf(d.tmp);
-            cleanup_forget(d.cleanup);
+            drop_dir(&d);
         }
     }
     if (pr.tty)
@@ -423,8 +430,7 @@ static void export_adapter(const char *adapter_dir, const char *model_dir, dtype
         arc_open(&x, out, kind);
         folder_to_archive(&x, d.tmp, names, nn);
         arc_commit(&x);
-        rm_rf(d.tmp);
-        cleanup_forget(d.cleanup);
+        drop_dir(&d);
     }
     if (isatty(STDERR_FILENO))
         fprintf(stderr, "export: %s: %zu LoRA layers, %s tensors\n", out, a.n, dtype_name(dt));
