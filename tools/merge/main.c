@@ -183,6 +183,14 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < w.n; k++) {
         const st_tensor *wt = &w.t[w.order[k]];
         const st_tensor *t = hf_model_tensor(&m, wt->name);
+        // Ask for this tensor's first chunk and the next tensor's: most
+        // tensors (32 MB q/k/v/o of a 7B model) fit in one chunk, and would
+        // otherwise be read by page faults at the device's read-ahead size.
+        prefetch(t->data, st_nbytes(t) < CHUNK ? st_nbytes(t) : CHUNK);
+        if (k + 1 < w.n) {
+            const st_tensor *nx = hf_model_tensor(&m, w.t[w.order[k + 1]].name);
+            prefetch(nx->data, st_nbytes(nx) < CHUNK ? st_nbytes(nx) : CHUNK);
+        }
         size_t nl = strlen(t->name);
         const adapter_lora *l = NULL;
         if (nl > 7 && !strcmp(t->name + nl - 7, ".weight")) {
