@@ -3,6 +3,8 @@
 #include "adapter.h"
 #include "atomic_out.h"
 #include "check.h"
+#include "errmsg.h"
+#include "fsutil.h"
 #include "pyjson.h"
 #include "safetensors.h"
 
@@ -13,14 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t n, const char *fmt, ...) {
-    va_list ap; va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static const char *const KEY_PREFIX = "base_model.model.";
 #define PEFT_VERSION "0.21.0"
@@ -195,11 +189,11 @@ static int get_names(json_t *v, char ***list, size_t *n, char **regex, const cha
                      size_t errlen) {
     if (!v || json_is_null(v)) return 0;
     if (json_is_string(v)) { *regex = xstrdup(json_string_value(v)); return 0; }
-    if (!json_is_array(v)) return fail(err, errlen, "%s: \"%s\" must be a list of names, a string or null", what, key);
+    if (!json_is_array(v)) return err_set(err, errlen, "%s: \"%s\" must be a list of names, a string or null", what, key);
     *list = xcalloc(json_array_size(v) + 1, sizeof **list);
     size_t i; json_t *e;
     json_array_foreach(v, i, e) {
-        if (!json_is_string(e)) return fail(err, errlen, "%s: \"%s\"[%zu] is not a string", what, key, i);
+        if (!json_is_string(e)) return err_set(err, errlen, "%s: \"%s\"[%zu] is not a string", what, key, i);
         (*list)[(*n)++] = xstrdup(json_string_value(e));
     }
     return 0;
@@ -208,12 +202,12 @@ static int get_names(json_t *v, char ***list, size_t *n, char **regex, const cha
 static int get_patterns(json_t *v, adapter_pattern **p, size_t *n, int integer, const char *key, const char *what,
                         char *err, size_t errlen) {
     if (!v || json_is_null(v)) return 0;
-    if (!json_is_object(v)) return fail(err, errlen, "%s: \"%s\" must be an object", what, key);
+    if (!json_is_object(v)) return err_set(err, errlen, "%s: \"%s\" must be an object", what, key);
     *p = xcalloc(json_object_size(v) + 1, sizeof **p);
     const char *k; json_t *e;
     json_object_foreach(v, k, e) {
         if (!json_is_number(e) || json_number_value(e) <= 0 || (integer && !json_is_integer(e)))
-            return fail(err, errlen, "%s: %s[\"%s\"] must be a positive %s", what, key, k, integer ? "integer" : "number");
+            return err_set(err, errlen, "%s: %s[\"%s\"] must be a positive %s", what, key, k, integer ? "integer" : "number");
         (*p)[*n].key = xstrdup(k);
         (*p)[(*n)++].value = json_number_value(e);
     }
@@ -227,21 +221,21 @@ static int refuse_unsupported(json_t *root, const char *what, char *err, size_t 
     for (size_t i = 0; i < sizeof must_be_false / sizeof *must_be_false; i++) {
         json_t *v = json_object_get(root, must_be_false[i]);
         if (v && !json_is_null(v) && !json_is_false(v))
-            return fail(err, errlen, "%s: \"%s\" is set; this adapter variant is not supported", what, must_be_false[i]);
+            return err_set(err, errlen, "%s: \"%s\" is set; this adapter variant is not supported", what, must_be_false[i]);
     }
     static const char *const must_be_empty[] = {"modules_to_save", "layer_replication", "target_parameters",
                                                 "trainable_token_indices", "alora_invocation_tokens"};
     for (size_t i = 0; i < sizeof must_be_empty / sizeof *must_be_empty; i++) {
         json_t *v = json_object_get(root, must_be_empty[i]);
         if (v && !json_is_null(v) && !((json_is_array(v) && !json_array_size(v)) || (json_is_object(v) && !json_object_size(v))))
-            return fail(err, errlen, "%s: \"%s\" is set; adapters that carry it are not supported", what, must_be_empty[i]);
+            return err_set(err, errlen, "%s: \"%s\" is set; adapters that carry it are not supported", what, must_be_empty[i]);
     }
     json_t *b = json_object_get(root, "bias");
     if (b && !(json_is_string(b) && !strcmp(json_string_value(b), "none")))
-        return fail(err, errlen, "%s: \"bias\" must be \"none\" (trained biases are not supported)", what);
+        return err_set(err, errlen, "%s: \"bias\" must be \"none\" (trained biases are not supported)", what);
     json_t *pt = json_object_get(root, "peft_type");
     if (!json_is_string(pt) || strcmp(json_string_value(pt), "LORA"))
-        return fail(err, errlen, "%s: \"peft_type\" is %s, not \"LORA\"", what,
+        return err_set(err, errlen, "%s: \"peft_type\" is %s, not \"LORA\"", what,
                     json_is_string(pt) ? json_string_value(pt) : "missing");
     return 0;
 }
@@ -250,23 +244,23 @@ int adapter_config_parse(adapter_config *c, const char *text, size_t len, const 
     adapter_config_init(c);
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) { adapter_config_free(c); return fail(err, errlen, "%s: line %d: %s", what, je.line, je.text); }
+    if (!root) { adapter_config_free(c); return err_set(err, errlen, "%s: line %d: %s", what, je.line, je.text); }
     c->json = root;
     int r = -1;
-    if (!json_is_object(root)) { fail(err, errlen, "%s: not a JSON object", what); goto done; }
+    if (!json_is_object(root)) { err_set(err, errlen, "%s: not a JSON object", what); goto done; }
     if (refuse_unsupported(root, what, err, errlen)) goto done;
     json_t *v = json_object_get(root, "r");
     if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) { fail(err, errlen, "%s: \"r\" must be a positive integer", what); goto done; }
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) { err_set(err, errlen, "%s: \"r\" must be a positive integer", what); goto done; }
         c->r = (size_t)json_integer_value(v);
     }
     if ((v = json_object_get(root, "lora_alpha"))) {
-        if (!json_is_number(v)) { fail(err, errlen, "%s: \"lora_alpha\" must be a number", what); goto done; }
+        if (!json_is_number(v)) { err_set(err, errlen, "%s: \"lora_alpha\" must be a number", what); goto done; }
         c->lora_alpha = json_number_value(v);
     }
     if ((v = json_object_get(root, "lora_dropout")) && !json_is_null(v)) {
         if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) >= 1) {
-            fail(err, errlen, "%s: \"lora_dropout\" must be a number in [0, 1)", what);
+            err_set(err, errlen, "%s: \"lora_dropout\" must be a number in [0, 1)", what);
             goto done;
         }
         c->lora_dropout = json_number_value(v);
@@ -299,11 +293,11 @@ int adapter_config_parse(adapter_config *c, const char *text, size_t len, const 
             c->layers_to_transform = xcalloc(json_array_size(v) + 1, sizeof(long));
             size_t i; json_t *e;
             json_array_foreach(v, i, e) {
-                if (!json_is_integer(e)) { fail(err, errlen, "%s: layers_to_transform[%zu] is not an integer", what, i); goto done; }
+                if (!json_is_integer(e)) { err_set(err, errlen, "%s: layers_to_transform[%zu] is not an integer", what, i); goto done; }
                 c->layers_to_transform[c->n_layers++] = (long)json_integer_value(e);
             }
         } else {
-            fail(err, errlen, "%s: \"layers_to_transform\" must be an integer, a list or null", what);
+            err_set(err, errlen, "%s: \"layers_to_transform\" must be an integer, a list or null", what);
             goto done;
         }
     }
@@ -323,7 +317,7 @@ int adapter_config_parse(adapter_config *c, const char *text, size_t len, const 
         else if (json_is_string(v) && !strcmp(json_string_value(v), "gaussian")) c->init_lora_weights = xstrdup("gaussian");
         else {
             c->init_lora_weights = NULL;
-            fail(err, errlen, "%s: init_lora_weights %s changes the base weights (PiSSA/OLoRA/LoftQ-style); not supported",
+            err_set(err, errlen, "%s: init_lora_weights %s changes the base weights (PiSSA/OLoRA/LoftQ-style); not supported",
                  what, json_is_string(v) ? json_string_value(v) : "(not a boolean)");
             goto done;
         }
@@ -433,28 +427,24 @@ const adapter_lora *adapter_find(const adapter *a, const char *module) {
     return bsearch(&key, a->mods, a->n, sizeof *a->mods, cmp_mod);
 }
 
-static char *join(const char *dir, const char *name) { return strfmt("%s/%s", dir, name); }
-
-static int exists(const char *p) { struct stat sb; return stat(p, &sb) == 0; }
-
 int adapter_load(adapter *a, const char *dir, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
     a->dir = xstrdup(dir);
-    char *cp = join(dir, "adapter_config.json"), *wp = join(dir, "adapter_model.safetensors");
+    char *cp = path_join(dir, "adapter_config.json"), *wp = path_join(dir, "adapter_model.safetensors");
     st_file f = {0};
     const st_tensor **A = NULL, **B = NULL;
     int r = -1;
-    if (!exists(cp)) { fail(err, errlen, "%s: no adapter_config.json (not a PEFT adapter folder?)", dir); goto done; }
+    if (!is_regular_file(cp)) { err_set(err, errlen, "%s: no adapter_config.json (not a PEFT adapter folder?)", dir); goto done; }
     size_t len;
     char *text = read_file(cp, &len);
     r = adapter_config_parse(&a->cfg, text, len, cp, err, errlen);
     free(text);
     if (r) goto done;
     r = -1;
-    if (!exists(wp)) {
-        char *bin = join(dir, "adapter_model.bin");
-        if (exists(bin)) fail(err, errlen, "%s: only adapter_model.bin (pickle) is present; convert it to safetensors", dir);
-        else fail(err, errlen, "%s: no adapter_model.safetensors", dir);
+    if (!is_regular_file(wp)) {
+        char *bin = path_join(dir, "adapter_model.bin");
+        if (is_regular_file(bin)) err_set(err, errlen, "%s: only adapter_model.bin (pickle) is present; convert it to safetensors", dir);
+        else err_set(err, errlen, "%s: no adapter_model.safetensors", dir);
         free(bin);
         goto done;
     }
@@ -472,12 +462,12 @@ int adapter_load(adapter *a, const char *dir, char *err, size_t errlen) {
         int isA = n > plen + 14 && !strcmp(t->name + n - 14, ".lora_A.weight");
         int isB = n > plen + 14 && !strcmp(t->name + n - 14, ".lora_B.weight");
         if (strncmp(t->name, KEY_PREFIX, plen) || (!isA && !isB)) {
-            fail(err, errlen, "%s: tensor '%s' is not a LoRA weight (base_model.model.<module>.lora_A/B.weight); "
+            err_set(err, errlen, "%s: tensor '%s' is not a LoRA weight (base_model.model.<module>.lora_A/B.weight); "
                  "this adapter kind is not supported", wp, t->name);
             goto done_mods;
         }
         if (t->ndim != 2 || !dtype_is_float(t->dtype)) {
-            fail(err, errlen, "%s: tensor '%s' must be a 2-D F32, F16 or BF16 matrix", wp, t->name);
+            err_set(err, errlen, "%s: tensor '%s' must be a 2-D F32, F16 or BF16 matrix", wp, t->name);
             goto done_mods;
         }
         char *module = strfmt("%.*s", (int)(n - plen - 14), t->name + plen);
@@ -492,21 +482,21 @@ int adapter_load(adapter *a, const char *dir, char *err, size_t errlen) {
     for (size_t k = 0; k < nm; k++) {
         const char *m = mods[k];
         if (!A[k] || !B[k]) {
-            fail(err, errlen, "%s: module %s has %s but no %s", wp, m, A[k] ? "lora_A" : "lora_B", A[k] ? "lora_B" : "lora_A");
+            err_set(err, errlen, "%s: module %s has %s but no %s", wp, m, A[k] ? "lora_A" : "lora_B", A[k] ? "lora_B" : "lora_A");
             goto done_mods;
         }
         size_t rA = A[k]->shape[0], rB = B[k]->shape[1];
         if (rA != rB) {
-            fail(err, errlen, "%s: module %s: lora_A has rank %zu but lora_B has rank %zu", wp, m, rA, rB);
+            err_set(err, errlen, "%s: module %s: lora_A has rank %zu but lora_B has rank %zu", wp, m, rA, rB);
             goto done_mods;
         }
         if (!adapter_targets(&a->cfg, m)) {
-            fail(err, errlen, "%s: module %s is not targeted by adapter_config.json (target_modules)", wp, m);
+            err_set(err, errlen, "%s: module %s is not targeted by adapter_config.json (target_modules)", wp, m);
             goto done_mods;
         }
         size_t want = adapter_rank(&a->cfg, m);
         if (rA != want) {
-            fail(err, errlen, "%s: module %s has rank %zu but adapter_config.json says %zu", wp, m, rA, want);
+            err_set(err, errlen, "%s: module %s has rank %zu but adapter_config.json says %zu", wp, m, rA, want);
             goto done_mods;
         }
         adapter_lora *l = &a->mods[a->n++];
@@ -520,7 +510,7 @@ int adapter_load(adapter *a, const char *dir, char *err, size_t errlen) {
         to_f32(l->B, B[k]->data, B[k]->dtype, B[k]->numel);
     }
     qsort(a->mods, a->n, sizeof *a->mods, cmp_mod);
-    if (!a->n) { fail(err, errlen, "%s: holds no LoRA weights", wp); goto done_mods; }
+    if (!a->n) { err_set(err, errlen, "%s: holds no LoRA weights", wp); goto done_mods; }
     r = 0;
 done_mods:
     for (size_t k = 0; k < nm; k++) free(mods[k]);
@@ -550,21 +540,21 @@ int adapter_validate(const adapter *a, const hf_config *mc, char *err, size_t er
         if (k == nt) {
             unsigned long layer;
             if (sscanf(l->module, "model.layers.%lu.", &layer) == 1 && layer >= mc->num_hidden_layers)
-                fail(err, errlen, "%s: module %s: layer %lu is out of range (%s has %zu layers)", what, l->module, layer,
+                err_set(err, errlen, "%s: module %s: layer %lu is out of range (%s has %zu layers)", what, l->module, layer,
                      mc->path, mc->num_hidden_layers);
             else
-                fail(err, errlen, "%s: module %s is not a linear layer of a Qwen2 model (adapter for another model?)",
+                err_set(err, errlen, "%s: module %s is not a linear layer of a Qwen2 model (adapter for another model?)",
                      what, l->module);
             goto done;
         }
         if (l->in != t[k].in || l->out != t[k].out) {
-            fail(err, errlen, "%s: module %s: lora_A is [%zu, %zu] and lora_B [%zu, %zu], but the model's layer is "
+            err_set(err, errlen, "%s: module %s: lora_A is [%zu, %zu] and lora_B [%zu, %zu], but the model's layer is "
                  "[%zu, %zu] (out, in): adapter for another model?", what, l->module, l->r, l->in, l->out, l->r,
                  t[k].out, t[k].in);
             goto done;
         }
         if (!strcmp(l->module, "lm_head") && mc->tie_word_embeddings) {
-            fail(err, errlen, "%s: adapts lm_head, which %s ties to embed_tokens; merging it is not supported", what,
+            err_set(err, errlen, "%s: adapts lm_head, which %s ties to embed_tokens; merging it is not supported", what,
                  mc->path);
             goto done;
         }
@@ -575,20 +565,20 @@ int adapter_validate(const adapter *a, const hf_config *mc, char *err, size_t er
         for (k = 0; k < nt; k++)
             if (!strcmp(t[k].name, c->target_modules[j]) || ends_with_dot(t[k].name, c->target_modules[j])) break;
         if (k == nt) {
-            fail(err, errlen, "%s: target module '%s' matches no linear layer of a Qwen2 model (adapter for another model?)",
+            err_set(err, errlen, "%s: target module '%s' matches no linear layer of a Qwen2 model (adapter for another model?)",
                  what, c->target_modules[j]);
             goto done;
         }
     }
     for (size_t k = 0; k < nt; k++) {
         if (adapter_targets(c, t[k].name) && !adapter_find(a, t[k].name)) {
-            fail(err, errlen, "%s: adapter_model.safetensors has no weights for %s, which adapter_config.json targets",
+            err_set(err, errlen, "%s: adapter_model.safetensors has no weights for %s, which adapter_config.json targets",
                  what, t[k].name);
             goto done;
         }
     }
     if (c->target_regex && !a->n) {
-        fail(err, errlen, "%s: target_modules '%s' matches no layer", what, c->target_regex);
+        err_set(err, errlen, "%s: target_modules '%s' matches no layer", what, c->target_regex);
         goto done;
     }
     r = 0;
@@ -632,7 +622,7 @@ void adapter_save(const char *dir, const adapter_config *c, const adapter_lora *
             data[2 * i + j] = owned[2 * i + j];
         }
     }
-    char *wp = join(dir, "adapter_model.safetensors"), *cp = join(dir, "adapter_config.json");
+    char *wp = path_join(dir, "adapter_model.safetensors"), *cp = path_join(dir, "adapter_config.json");
     st_write_file(wp, &w, data);
     // The config goes last: a folder with a config holds complete weights.
     char *js = adapter_config_dump(c);

@@ -2,31 +2,23 @@
 #include "hf_config.h"
 #include "atomic_out.h"
 #include "check.h"
+#include "errmsg.h"
 #include "pyjson.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t n, const char *fmt, ...) {
-    va_list ap; va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 // A positive integer key; required unless def > 0 (used when absent or null).
 static int get_dim(const json_t *root, const char *key, size_t def, size_t *out, const char *what, char *err, size_t n) {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
-        if (!def) return fail(err, n, "%s: missing \"%s\"", what, key);
+        if (!def) return err_set(err, n, "%s: missing \"%s\"", what, key);
         *out = def;
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) <= 0)
-        return fail(err, n, "%s: \"%s\" must be a positive integer", what, key);
+        return err_set(err, n, "%s: \"%s\" must be a positive integer", what, key);
     *out = (size_t)json_integer_value(v);
     return 0;
 }
@@ -34,7 +26,7 @@ static int get_dim(const json_t *root, const char *key, size_t def, size_t *out,
 static int get_real(const json_t *root, const char *key, double def, double *out, const char *what, char *err, size_t n) {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) { *out = def; return 0; }
-    if (!json_is_number(v)) return fail(err, n, "%s: \"%s\" must be a number", what, key);
+    if (!json_is_number(v)) return err_set(err, n, "%s: \"%s\" must be a number", what, key);
     *out = json_number_value(v);
     return 0;
 }
@@ -51,36 +43,36 @@ int hf_config_parse(hf_config *c, const char *text, size_t len, const char *what
     memset(c, 0, sizeof *c);
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return fail(err, errlen, "%s: line %d: %s", what, je.line, je.text);
-    if (!json_is_object(root)) { json_decref(root); return fail(err, errlen, "%s: not a JSON object", what); }
+    if (!root) return err_set(err, errlen, "%s: line %d: %s", what, je.line, je.text);
+    if (!json_is_object(root)) { json_decref(root); return err_set(err, errlen, "%s: not a JSON object", what); }
     c->json = root;
     c->path = xstrdup(what);
     int r = -1;
     json_t *mt = json_object_get(root, "model_type");
-    if (!json_is_string(mt)) { fail(err, errlen, "%s: missing \"model_type\"", what); goto done; }
+    if (!json_is_string(mt)) { err_set(err, errlen, "%s: missing \"model_type\"", what); goto done; }
     if (strcmp(json_string_value(mt), "qwen2")) {
-        fail(err, errlen, "%s: model_type \"%s\" is not supported (only qwen2: Qwen1.5, Qwen2, Qwen2.5)", what,
+        err_set(err, errlen, "%s: model_type \"%s\" is not supported (only qwen2: Qwen1.5, Qwen2, Qwen2.5)", what,
              json_string_value(mt));
         goto done;
     }
     c->model_type = xstrdup(json_string_value(mt));
     json_t *act = json_object_get(root, "hidden_act");
     if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu"))) {
-        fail(err, errlen, "%s: hidden_act must be \"silu\" (the only activation Qwen2 uses)", what);
+        err_set(err, errlen, "%s: hidden_act must be \"silu\" (the only activation Qwen2 uses)", what);
         goto done;
     }
     if (!is_default_rope(json_object_get(root, "rope_scaling"))) {
-        fail(err, errlen, "%s: rope_scaling is set; scaled RoPE is not supported", what);
+        err_set(err, errlen, "%s: rope_scaling is set; scaled RoPE is not supported", what);
         goto done;
     }
     json_t *rp = json_object_get(root, "rope_parameters");
     if (rp && !json_is_null(rp) && (!json_is_object(rp) || !is_default_rope(rp))) {
-        fail(err, errlen, "%s: rope_parameters has a rope_type other than \"default\"; scaled RoPE is not supported", what);
+        err_set(err, errlen, "%s: rope_parameters has a rope_type other than \"default\"; scaled RoPE is not supported", what);
         goto done;
     }
     json_t *sw = json_object_get(root, "use_sliding_window");
     if (json_is_true(sw)) {
-        fail(err, errlen, "%s: use_sliding_window is true; sliding-window attention is not supported", what);
+        err_set(err, errlen, "%s: use_sliding_window is true; sliding-window attention is not supported", what);
         goto done;
     }
     json_t *lt = json_object_get(root, "layer_types");
@@ -88,7 +80,7 @@ int hf_config_parse(hf_config *c, const char *text, size_t len, const char *what
         size_t i; json_t *e;
         json_array_foreach(lt, i, e) {
             if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention")) {
-                fail(err, errlen, "%s: layer_types[%zu] is not \"full_attention\"; sliding-window attention is not supported",
+                err_set(err, errlen, "%s: layer_types[%zu] is not \"full_attention\"; sliding-window attention is not supported",
                      what, i);
                 goto done;
             }
@@ -102,13 +94,13 @@ int hf_config_parse(hf_config *c, const char *text, size_t len, const char *what
         get_dim(root, "num_key_value_heads", c->num_attention_heads, &c->num_key_value_heads, what, err, errlen))
         goto done;
     if (c->hidden_size % c->num_attention_heads && !json_is_integer(json_object_get(root, "head_dim"))) {
-        fail(err, errlen, "%s: hidden_size %zu is not a multiple of num_attention_heads %zu", what, c->hidden_size,
+        err_set(err, errlen, "%s: hidden_size %zu is not a multiple of num_attention_heads %zu", what, c->hidden_size,
              c->num_attention_heads);
         goto done;
     }
     if (get_dim(root, "head_dim", c->hidden_size / c->num_attention_heads, &c->head_dim, what, err, errlen)) goto done;
     if (c->num_attention_heads % c->num_key_value_heads) {
-        fail(err, errlen, "%s: num_attention_heads %zu is not a multiple of num_key_value_heads %zu", what,
+        err_set(err, errlen, "%s: num_attention_heads %zu is not a multiple of num_key_value_heads %zu", what,
              c->num_attention_heads, c->num_key_value_heads);
         goto done;
     }
@@ -117,7 +109,7 @@ int hf_config_parse(hf_config *c, const char *text, size_t len, const char *what
         goto done;
     if (json_is_object(rp) && get_real(rp, "rope_theta", c->rope_theta, &c->rope_theta, what, err, errlen)) goto done;
     json_t *tie = json_object_get(root, "tie_word_embeddings");
-    if (tie && !json_is_boolean(tie)) { fail(err, errlen, "%s: tie_word_embeddings must be true or false", what); goto done; }
+    if (tie && !json_is_boolean(tie)) { err_set(err, errlen, "%s: tie_word_embeddings must be true or false", what); goto done; }
     c->tie_word_embeddings = json_is_true(tie);
     c->dtype = DT_INVALID;
     const char *keys[2] = {"torch_dtype", "dtype"};   // "dtype" (v5) wins when both are present
@@ -128,7 +120,7 @@ int hf_config_parse(hf_config *c, const char *text, size_t len, const char *what
         if (json_is_null(d)) continue;
         dtype t = json_is_string(d) ? dtype_from_torch_name(json_string_value(d)) : DT_INVALID;
         if (!dtype_is_float(t)) {
-            fail(err, errlen, "%s: \"%s\" must be \"bfloat16\", \"float16\" or \"float32\"", what, keys[k]);
+            err_set(err, errlen, "%s: \"%s\" must be \"bfloat16\", \"float16\" or \"float32\"", what, keys[k]);
             goto done;
         }
         c->dtype = t;
@@ -141,7 +133,7 @@ done:
 
 int hf_config_load(hf_config *c, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) { memset(c, 0, sizeof *c); return fail(err, errlen, "%s: cannot open: %s", path, io_errstr()); }
+    if (!f) { memset(c, 0, sizeof *c); return err_set(err, errlen, "%s: cannot open: %s", path, io_errstr()); }
     fclose(f);
     size_t len;
     char *text = read_file(path, &len);

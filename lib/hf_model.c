@@ -1,6 +1,8 @@
 // lib/hf_model.c: open and validate a Qwen2 model folder (single or sharded).
 #include "hf_model.h"
 #include "check.h"
+#include "errmsg.h"
+#include "fsutil.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -8,14 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t n, const char *fmt, ...) {
-    va_list ap; va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static void spec(hf_tensor_spec *s, size_t *k, int opt, size_t d0, size_t d1, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -81,15 +75,15 @@ int hf_check_tensors(const hf_config *c, const st_tensor *const *t, size_t n, co
         if (!e) {
             unsigned long layer;
             if (sscanf(t[i]->name, "model.layers.%lu.", &layer) == 1 && layer >= c->num_hidden_layers)
-                fail(err, errlen, "%s: tensor '%s': layer %lu is out of range (%s has %zu layers)", file, t[i]->name,
+                err_set(err, errlen, "%s: tensor '%s': layer %lu is out of range (%s has %zu layers)", file, t[i]->name,
                      layer, c->path, c->num_hidden_layers);
             else
-                fail(err, errlen, "%s: unexpected tensor '%s' (not part of a Qwen2 model)", file, t[i]->name);
+                err_set(err, errlen, "%s: unexpected tensor '%s' (not part of a Qwen2 model)", file, t[i]->name);
             goto done;
         }
         size_t k = (size_t)(e - s);
         if (seen[k]) {
-            fail(err, errlen, "%s: tensor '%s' is stored twice (also in %s)", file, t[i]->name,
+            err_set(err, errlen, "%s: tensor '%s' is stored twice (also in %s)", file, t[i]->name,
                  files ? files[seen[k] - 1] : what);
             goto done;
         }
@@ -98,18 +92,18 @@ int hf_check_tensors(const hf_config *c, const st_tensor *const *t, size_t n, co
             char got[128], want[64];
             fmt_shape(got, sizeof got, t[i]->ndim, t[i]->shape);
             fmt_shape(want, sizeof want, e->ndim, e->shape);
-            fail(err, errlen, "%s: tensor '%s' has shape %s but %s implies %s", file, t[i]->name, got, c->path, want);
+            err_set(err, errlen, "%s: tensor '%s' has shape %s but %s implies %s", file, t[i]->name, got, c->path, want);
             goto done;
         }
         if (!dtype_is_float(t[i]->dtype)) {
-            fail(err, errlen, "%s: tensor '%s' has dtype %s (weights must be BF16, F16 or F32)", file, t[i]->name,
+            err_set(err, errlen, "%s: tensor '%s' has dtype %s (weights must be BF16, F16 or F32)", file, t[i]->name,
                  dtype_name(t[i]->dtype));
             goto done;
         }
     }
     for (size_t k = 0; k < ns; k++) {
         if (!seen[k] && !s[k].optional) {
-            fail(err, errlen, "%s: missing tensor '%s'%s", what, s[k].name,
+            err_set(err, errlen, "%s: missing tensor '%s'%s", what, s[k].name,
                  !strcmp(s[k].name, "lm_head.weight") ? " (tie_word_embeddings is false)" : "");
             goto done;
         }
@@ -121,18 +115,6 @@ done:
     return r;
 }
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int file_exists(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 static int cmp_by_name(const void *a, const void *b) {
     return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
 }
@@ -142,18 +124,18 @@ static int cmp_by_name(const void *a, const void *b) {
 static int open_sharded(hf_model *m, const char *index_path, char *err, size_t errlen) {
     json_error_t je;
     json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return fail(err, errlen, "%s: line %d: %s", index_path, je.line, je.text);
+    if (!root) return err_set(err, errlen, "%s: line %d: %s", index_path, je.line, je.text);
     int r = -1;
     json_t *wm = json_object_get(root, "weight_map");
-    if (!json_is_object(wm)) { fail(err, errlen, "%s: missing \"weight_map\" object", index_path); goto done; }
+    if (!json_is_object(wm)) { err_set(err, errlen, "%s: missing \"weight_map\" object", index_path); goto done; }
     const char *name; json_t *v;
     size_t cap = 0, nf = 0;
     char **files = NULL;
     json_object_foreach(wm, name, v) {
-        if (!json_is_string(v)) { fail(err, errlen, "%s: weight_map[\"%s\"] is not a file name", index_path, name); goto done_files; }
+        if (!json_is_string(v)) { err_set(err, errlen, "%s: weight_map[\"%s\"] is not a file name", index_path, name); goto done_files; }
         const char *fn = json_string_value(v);
         if (!*fn || strchr(fn, '/') || !strcmp(fn, "..") || !strcmp(fn, ".")) {
-            fail(err, errlen, "%s: weight_map[\"%s\"] = \"%s\" is not a file name in the folder", index_path, name, fn);
+            err_set(err, errlen, "%s: weight_map[\"%s\"] = \"%s\" is not a file name in the folder", index_path, name, fn);
             goto done_files;
         }
         size_t k;
@@ -176,7 +158,7 @@ static int open_sharded(hf_model *m, const char *index_path, char *err, size_t e
         for (size_t i = 0; i < m->shards[k].n; i++) {
             json_t *f = json_object_get(wm, m->shards[k].t[i].name);
             if (!f || strcmp(json_string_value(f), files[k])) {
-                fail(err, errlen, "%s: tensor '%s' is not listed for this file in %s", m->shards[k].path,
+                err_set(err, errlen, "%s: tensor '%s' is not listed for this file in %s", m->shards[k].path,
                      m->shards[k].t[i].name, index_path);
                 goto done_files;
             }
@@ -186,7 +168,7 @@ static int open_sharded(hf_model *m, const char *index_path, char *err, size_t e
         size_t k;
         for (k = 0; k < m->n_shards; k++) if (!strcmp(files[k], json_string_value(v))) break;
         if (!st_find(&m->shards[k], name)) {
-            fail(err, errlen, "%s: tensor '%s' is listed in %s but absent from it", index_path, name, files[k]);
+            err_set(err, errlen, "%s: tensor '%s' is listed in %s but absent from it", index_path, name, files[k]);
             goto done_files;
         }
     }
@@ -204,7 +186,7 @@ int hf_model_open(hf_model *m, const char *dir, char *err, size_t errlen) {
     m->dir = xstrdup(dir);
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fail(err, errlen, "%s: not a model folder (%s)", dir, errno ? io_errstr() : "not a directory");
+        err_set(err, errlen, "%s: not a model folder (%s)", dir, errno ? io_errstr() : "not a directory");
         free(m->dir);
         m->dir = NULL;
         return -1;
@@ -215,14 +197,14 @@ int hf_model_open(hf_model *m, const char *dir, char *err, size_t errlen) {
     if (rc) { hf_model_close(m); return -1; }
     // transformers prefers model.safetensors when both it and an index exist.
     char *single = path_join(dir, "model.safetensors"), *index = path_join(dir, "model.safetensors.index.json");
-    if (file_exists(single)) {
+    if (is_regular_file(single)) {
         m->shards = xcalloc(1, sizeof *m->shards);
         rc = st_open(&m->shards[0], single, err, errlen);
         if (!rc) m->n_shards = 1;
-    } else if (file_exists(index)) {
+    } else if (is_regular_file(index)) {
         rc = open_sharded(m, index, err, errlen);
     } else {
-        rc = fail(err, errlen, "%s: no model.safetensors or model.safetensors.index.json", dir);
+        rc = err_set(err, errlen, "%s: no model.safetensors or model.safetensors.index.json", dir);
     }
     free(single);
     free(index);

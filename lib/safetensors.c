@@ -3,25 +3,18 @@
 #include "safetensors.h"
 #include "atomic_out.h"
 #include "check.h"
+#include "errmsg.h"
+#include "fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t n, const char *fmt, ...) {
-    va_list ap; va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static uint64_t le64(const uint8_t *p) {
     uint64_t v = 0;
@@ -60,36 +53,36 @@ size_t *st_data_order(const st_file *f) {
 
 static int parse_tensor(const char *what, const char *name, json_t *v, st_tensor *t, char *err, size_t errlen) {
     if (!json_is_object(v))
-        return fail(err, errlen, "%s: tensor '%s': header entry is not an object", what, name);
+        return err_set(err, errlen, "%s: tensor '%s': header entry is not an object", what, name);
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
            *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo))
-        return fail(err, errlen, "%s: tensor '%s': needs \"dtype\" (string), \"shape\" and \"data_offsets\" (arrays)",
+        return err_set(err, errlen, "%s: tensor '%s': needs \"dtype\" (string), \"shape\" and \"data_offsets\" (arrays)",
                     what, name);
     t->name = xstrdup(name);
     t->dtype = dtype_from_name(json_string_value(jd));
     if (t->dtype == DT_INVALID)
-        return fail(err, errlen, "%s: tensor '%s': unknown dtype \"%s\"", what, name, json_string_value(jd));
+        return err_set(err, errlen, "%s: tensor '%s': unknown dtype \"%s\"", what, name, json_string_value(jd));
     size_t nd = json_array_size(js);
     if (nd > ST_MAX_DIMS)
-        return fail(err, errlen, "%s: tensor '%s': %zu dimensions (at most %d supported)", what, name, nd, ST_MAX_DIMS);
+        return err_set(err, errlen, "%s: tensor '%s': %zu dimensions (at most %d supported)", what, name, nd, ST_MAX_DIMS);
     t->ndim = (int)nd;
     uint64_t numel = 1;
     int overflow = 0;
     for (size_t d = 0; d < nd; d++) {
         uint64_t s;
         if (get_u64(json_array_get(js, d), &s))
-            return fail(err, errlen, "%s: tensor '%s': shape[%zu] is not a non-negative integer", what, name, d);
+            return err_set(err, errlen, "%s: tensor '%s': shape[%zu] is not a non-negative integer", what, name, d);
         t->shape[d] = (size_t)s;
         if (s && numel > UINT64_MAX / s) overflow = 1;
         numel *= s;
     }
     if (json_array_size(jo) != 2 || get_u64(json_array_get(jo, 0), &t->begin) ||
         get_u64(json_array_get(jo, 1), &t->end))
-        return fail(err, errlen, "%s: tensor '%s': data_offsets must be two non-negative integers", what, name);
+        return err_set(err, errlen, "%s: tensor '%s': data_offsets must be two non-negative integers", what, name);
     int bits = dtype_bits(t->dtype);
     if (overflow || numel > UINT64_MAX / (uint64_t)bits)
-        return fail(err, errlen, "%s: tensor '%s': shape too large (element count overflows)", what, name);
+        return err_set(err, errlen, "%s: tensor '%s': shape too large (element count overflows)", what, name);
     t->numel = (size_t)numel;
     return 0;
 }
@@ -98,14 +91,14 @@ int st_parse_header(const char *json, size_t len, uint64_t data_len, const char 
                     st_file *out, char *err, size_t errlen) {
     free_parsed(out);
     if (len == 0 || json[0] != '{')
-        return fail(err, errlen, "%s: header does not start with '{' (not a safetensors file?)", what);
+        return err_set(err, errlen, "%s: header does not start with '{' (not a safetensors file?)", what);
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(err, errlen, "%s: header is not valid JSON (byte %d of the header: %s)", what, je.position, je.text);
+        return err_set(err, errlen, "%s: header is not valid JSON (byte %d of the header: %s)", what, je.position, je.text);
     int rc = -1;
     if (!json_is_object(root)) {
-        fail(err, errlen, "%s: header is not a JSON object", what);
+        err_set(err, errlen, "%s: header is not a JSON object", what);
         goto done;
     }
     size_t cap = json_object_size(root);
@@ -113,14 +106,14 @@ int st_parse_header(const char *json, size_t len, uint64_t data_len, const char 
     const char *key; json_t *v;
     json_object_foreach(root, key, v) {
         if (!strcmp(key, "__metadata__")) {
-            if (!json_is_object(v)) { fail(err, errlen, "%s: __metadata__ is not an object", what); goto done; }
+            if (!json_is_object(v)) { err_set(err, errlen, "%s: __metadata__ is not an object", what); goto done; }
             size_t m = json_object_size(v);
             out->meta_key = xcalloc(m ? m : 1, sizeof(char *));
             out->meta_val = xcalloc(m ? m : 1, sizeof(char *));
             const char *mk; json_t *mv;
             json_object_foreach(v, mk, mv) {
                 if (!json_is_string(mv)) {
-                    fail(err, errlen, "%s: __metadata__ value of \"%s\" is not a string", what, mk);
+                    err_set(err, errlen, "%s: __metadata__ value of \"%s\" is not a string", what, mk);
                     goto done;
                 }
                 out->meta_key[out->n_meta] = xstrdup(mk);
@@ -142,26 +135,26 @@ int st_parse_header(const char *json, size_t len, uint64_t data_len, const char 
         st_tensor *t = &out->t[ord[i]];
         if (t->begin != pos || t->end < t->begin) {
             if (t->begin < pos)
-                fail(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] overlap the previous tensor (which ends at %" PRIu64 ")",
+                err_set(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] overlap the previous tensor (which ends at %" PRIu64 ")",
                      what, t->name, t->begin, t->end, pos);
             else if (t->end < t->begin)
-                fail(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin",
+                err_set(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin",
                      what, t->name, t->begin, t->end);
             else
-                fail(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] leave a hole after offset %" PRIu64,
+                err_set(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] leave a hole after offset %" PRIu64,
                      what, t->name, t->begin, t->end, pos);
             free(ord);
             goto done;
         }
         uint64_t bits = (uint64_t)t->numel * (uint64_t)dtype_bits(t->dtype);
         if (bits % 8) {
-            fail(err, errlen, "%s: tensor '%s': %zu elements of %s do not fill whole bytes", what, t->name, t->numel,
+            err_set(err, errlen, "%s: tensor '%s': %zu elements of %s do not fill whole bytes", what, t->name, t->numel,
                  dtype_name(t->dtype));
             free(ord);
             goto done;
         }
         if (t->end - t->begin != bits / 8) {
-            fail(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] span %" PRIu64 " bytes but %s x %zu elements need %" PRIu64,
+            err_set(err, errlen, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] span %" PRIu64 " bytes but %s x %zu elements need %" PRIu64,
                  what, t->name, t->begin, t->end, t->end - t->begin, dtype_name(t->dtype), t->numel, bits / 8);
             free(ord);
             goto done;
@@ -171,10 +164,10 @@ int st_parse_header(const char *json, size_t len, uint64_t data_len, const char 
     free(ord);
     if (data_len != UINT64_MAX && pos != data_len) {
         if (pos > data_len)
-            fail(err, errlen, "%s: tensors need %" PRIu64 " data bytes but the file holds only %" PRIu64 " (truncated?)",
+            err_set(err, errlen, "%s: tensors need %" PRIu64 " data bytes but the file holds only %" PRIu64 " (truncated?)",
                  what, pos, data_len);
         else
-            fail(err, errlen, "%s: %" PRIu64 " bytes after the last tensor (data ends at %" PRIu64 " of %" PRIu64 ")",
+            err_set(err, errlen, "%s: %" PRIu64 " bytes after the last tensor (data ends at %" PRIu64 " of %" PRIu64 ")",
                  what, data_len - pos, pos, data_len);
         goto done;
     }
@@ -188,22 +181,22 @@ done:
 int st_open(st_file *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return err_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0) { close(fd); return fail(err, errlen, "%s: cannot stat: %s", path, strerror(errno)); }
-    if (!S_ISREG(sb.st_mode)) { close(fd); return fail(err, errlen, "%s: not a regular file", path); }
+    if (fstat(fd, &sb) != 0) { close(fd); return err_set(err, errlen, "%s: cannot stat: %s", path, strerror(errno)); }
+    if (!S_ISREG(sb.st_mode)) { close(fd); return err_set(err, errlen, "%s: not a regular file", path); }
     uint64_t size = (uint64_t)sb.st_size;
-    if (size < 8) { close(fd); return fail(err, errlen, "%s: file is %" PRIu64 " bytes, too short for a safetensors header", path, size); }
+    if (size < 8) { close(fd); return err_set(err, errlen, "%s: file is %" PRIu64 " bytes, too short for a safetensors header", path, size); }
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+    if (map == MAP_FAILED) return err_set(err, errlen, "%s: cannot map: %s", path, strerror(errno));
     uint64_t n = le64(map);
     int r = -1;
     if (n > ST_MAX_HEADER)
-        fail(err, errlen, "%s: header length %" PRIu64 " exceeds the limit of %llu bytes (not a safetensors file?)",
+        err_set(err, errlen, "%s: header length %" PRIu64 " exceeds the limit of %llu bytes (not a safetensors file?)",
              path, n, ST_MAX_HEADER);
     else if (n > size - 8)
-        fail(err, errlen, "%s: header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", path, n, size);
+        err_set(err, errlen, "%s: header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)", path, n, size);
     else
         r = st_parse_header((const char *)map + 8, (size_t)n, size - 8 - n, path, f, err, errlen);
     if (r) { munmap(map, (size_t)size); return -1; }
@@ -240,41 +233,28 @@ const char *st_meta(const st_file *f, const char *key) {
     return NULL;
 }
 
-// Read exactly n bytes (a pipe hands them over in pieces); returns the count
-// read, short only at end of input; -1 on error.
-static ssize_t read_full(int fd, void *buf, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)buf + got, n - got);
-        if (r < 0) { if (errno == EINTR) continue; return -1; }
-        if (r == 0) break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
 int st_read_header_fd(int fd, const char *what, uint64_t data_len, st_file *f, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     uint8_t len8[8];
     ssize_t r = read_full(fd, len8, 8);
-    if (r < 0) return fail(err, errlen, "%s: cannot read: %s", what, strerror(errno));
-    if (r < 8) return fail(err, errlen, "%s: input is %zd bytes, too short for a safetensors header", what, r);
+    if (r < 0) return err_set(err, errlen, "%s: cannot read: %s", what, strerror(errno));
+    if (r < 8) return err_set(err, errlen, "%s: input is %zd bytes, too short for a safetensors header", what, r);
     uint64_t n = le64(len8);
     if (n > ST_MAX_HEADER)
-        return fail(err, errlen, "%s: header length %" PRIu64 " exceeds the limit of %llu bytes (not a safetensors stream?)",
+        return err_set(err, errlen, "%s: header length %" PRIu64 " exceeds the limit of %llu bytes (not a safetensors stream?)",
                     what, n, ST_MAX_HEADER);
     if (data_len != UINT64_MAX) {
         if (n > data_len)
-            return fail(err, errlen, "%s: header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)",
+            return err_set(err, errlen, "%s: header length %" PRIu64 " runs past the end of the file (%" PRIu64 " bytes)",
                         what, n, data_len + 8);
         data_len -= n;
     }
     char *hdr = xmalloc((size_t)n + 1);
     r = read_full(fd, hdr, (size_t)n);
-    if (r < 0) { free(hdr); return fail(err, errlen, "%s: cannot read: %s", what, strerror(errno)); }
+    if (r < 0) { free(hdr); return err_set(err, errlen, "%s: cannot read: %s", what, strerror(errno)); }
     if ((uint64_t)r < n) {
         free(hdr);
-        return fail(err, errlen, "%s: input ends inside the header (%zd of %" PRIu64 " bytes)", what, r, n);
+        return err_set(err, errlen, "%s: input ends inside the header (%zd of %" PRIu64 " bytes)", what, r, n);
     }
     int rc = st_parse_header(hdr, (size_t)n, data_len, what, f, err, errlen);
     free(hdr);

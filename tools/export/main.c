@@ -6,7 +6,9 @@
 #include "adapter.h"
 #include "archive_out.h"
 #include "atomic_out.h"
+#include "byte_progress.h"
 #include "check.h"
+#include "fsutil.h"
 #include "hf_config.h"
 #include "hf_model.h"
 #include "safetensors.h"
@@ -21,7 +23,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 static void usage(void) {
@@ -67,18 +68,6 @@ static const char *const side_files[] = {"generation_config.json", "tokenizer.js
                                          "added_tokens.json", "chat_template.jinja", "chat_template.json"};
 #define N_SIDE (sizeof side_files / sizeof *side_files)
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int is_file(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 static void write_text(const char *path, const char *text) {
     FILE *f = xfopen(path, "wb");
     xfwrite(text, 1, strlen(text), f, path);
@@ -113,24 +102,6 @@ static void preflight(const char *out, int force, uint64_t need) {
     free(d);
 }
 
-typedef struct {
-    int tty;
-    uint64_t done, total;
-    time_t last;
-} progress;
-
-static void progress_add(progress *pr, uint64_t n) {
-    pr->done += n;
-    if (!pr->tty) return;
-    time_t now = time(NULL);
-    if (now == pr->last && pr->done < pr->total) return;
-    pr->last = now;
-    char a[32], b[32];
-    fprintf(stderr, "\rexport: %s of %s (%.0f%%)   ", fmt_bytes((double)pr->done, a, sizeof a),
-            fmt_bytes((double)pr->total, b, sizeof b), pr->total ? 100.0 * (double)pr->done / (double)pr->total : 100.0);
-    if (pr->done >= pr->total) fputc('\n', stderr);
-}
-
 // ---- input ------------------------------------------------------------------
 
 typedef struct {
@@ -140,38 +111,6 @@ typedef struct {
     off_t base;         // file offset of the safetensors' first byte
     st_file h;          // header (tensor data pointers are NULL)
 } weights_in;
-
-static ssize_t read_full(int fd, void *buf, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)buf + got, n - got);
-        if (r < 0) { if (errno == EINTR) continue; return -1; }
-        if (r == 0) break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
-static void pwrite_full(int fd, const void *p, size_t n, off_t off, const char *path) {
-    const char *c = p;
-    while (n) {
-        ssize_t w = pwrite(fd, c, n, off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) die("cannot write %s: %s", path, strerror(errno));
-        c += w; n -= (size_t)w; off += w;
-    }
-}
-
-static void pread_full(int fd, void *p, size_t n, off_t off, const char *path) {
-    char *c = p;
-    while (n) {
-        ssize_t r = pread(fd, c, n, off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) die("cannot read %s: %s", path, strerror(errno));
-        if (r == 0) die("%s: file shrank while being read (offset %lld)", path, (long long)off);
-        c += r; n -= (size_t)r; off += r;
-    }
-}
 
 static void weights_open(weights_in *in, const char *path) {
     memset(in, 0, sizeof *in);
@@ -203,11 +142,11 @@ static off_t data_start(const weights_in *in) { return in->base + 8 + (off_t)in-
 
 // Stream the data section into the shard files of a folder: tensors arrive
 // in the stream's order and each is written at its offset in its shard.
-static void shards_from_stream(const char *dir, const shard_plan *p, weights_in *in, progress *pr) {
+static void shards_from_stream(const char *dir, const shard_plan *p, weights_in *in, byte_progress *pr) {
     int *fds = xmalloc(p->n * sizeof *fds);
     char **paths = xmalloc(p->n * sizeof *paths);
     for (size_t s = 0; s < p->n; s++) {
-        paths[s] = join(dir, p->file[s]);
+        paths[s] = path_join(dir, p->file[s]);
         fds[s] = open(paths[s], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fds[s] < 0) die("cannot create %s: %s", paths[s], strerror(errno));
         size_t len;
@@ -236,7 +175,7 @@ static void shards_from_stream(const char *dir, const shard_plan *p, weights_in 
             off += (off_t)n;
             pos += n;
             left -= n;
-            progress_add(pr, n);
+            byte_progress_add(pr, n);
         }
     }
     if (!in->seekable) {
@@ -253,7 +192,7 @@ static void shards_from_stream(const char *dir, const shard_plan *p, weights_in 
 }
 
 // Shards straight into an archive, reading each tensor at its offset.
-static void shards_to_archive(arc_out *x, const shard_plan *p, weights_in *in, progress *pr) {
+static void shards_to_archive(arc_out *x, const shard_plan *p, weights_in *in, byte_progress *pr) {
     uint8_t *buf = xmalloc(BUF_BYTES);
     size_t *src = xmalloc((in->h.n ? in->h.n : 1) * sizeof *src);   // per shard slot: input tensor
     for (size_t s = 0; s < p->n; s++) {
@@ -273,7 +212,7 @@ static void shards_to_archive(arc_out *x, const shard_plan *p, weights_in *in, p
                 arc_data(x, buf, n);
                 off += (off_t)n;
                 left -= n;
-                progress_add(pr, n);
+                byte_progress_add(pr, n);
             }
         }
     }
@@ -288,7 +227,7 @@ static void folder_to_archive(arc_out *x, const char *dir, char *const *names, s
     memcpy(s, names, n * sizeof *s);
     qsort(s, n, sizeof *s, cmp_str);
     for (size_t i = 0; i < n; i++) {
-        char *p = join(dir, s[i]);
+        char *p = path_join(dir, s[i]);
         arc_add_file(x, s[i], p);
         free(p);
     }
@@ -307,7 +246,7 @@ static void drop_dir(aout_dir *d) {
 
 static void export_model(const char *model_dir, const char *weights, const char *out, uint64_t max_shard, int force) {
     hf_config cfg;
-    char *cp = join(model_dir, "config.json");
+    char *cp = path_join(model_dir, "config.json");
     hf_config_load_or_die(&cfg, cp);
     free(cp);
     weights_in in;
@@ -329,7 +268,8 @@ static void export_model(const char *model_dir, const char *weights, const char 
     arc_kind kind = arc_kind_of(out);
     uint64_t bytes = shard_plan_bytes(&plan);
     preflight(out, force, kind == ARC_NONE || in.seekable ? bytes : 2 * bytes);
-    progress pr = {.tty = isatty(STDERR_FILENO), .total = plan.total_size};
+    byte_progress pr;
+    byte_progress_init(&pr, "export", plan.total_size);
 
     char *config_text = hf_config_dump_with_dtype(&cfg, dt);
     char *index_text = plan.n > 1 ? shard_plan_index_json(&plan) : NULL;
@@ -341,8 +281,8 @@ static void export_model(const char *model_dir, const char *weights, const char 
         arc_open(&x, out, kind);
         arc_add_mem(&x, "config.json", config_text, strlen(config_text));
         for (size_t i = 0; i < N_SIDE; i++) {
-            char *p = join(model_dir, side_files[i]);
-            if (is_file(p)) arc_add_file(&x, side_files[i], p);
+            char *p = path_join(model_dir, side_files[i]);
+            if (is_regular_file(p)) arc_add_file(&x, side_files[i], p);
             free(p);
         }
         if (index_text) arc_add_mem(&x, "model.safetensors.index.json", index_text, strlen(index_text));
@@ -352,20 +292,20 @@ static void export_model(const char *model_dir, const char *weights, const char 
         aout_dir d;
         aout_dir_open(&d, out);
         shards_from_stream(d.tmp, &plan, &in, &pr);
-        char *p = join(d.tmp, "config.json");
+        char *p = path_join(d.tmp, "config.json");
         write_text(p, config_text);
         free(p);
         names[nn++] = "config.json";
         if (index_text) {
-            p = join(d.tmp, "model.safetensors.index.json");
+            p = path_join(d.tmp, "model.safetensors.index.json");
             write_text(p, index_text);
             free(p);
             names[nn++] = "model.safetensors.index.json";
         }
         for (size_t i = 0; i < N_SIDE; i++) {
-            char *src = join(model_dir, side_files[i]);
-            if (is_file(src)) {
-                char *dst = join(d.tmp, side_files[i]);
+            char *src = path_join(model_dir, side_files[i]);
+            if (is_regular_file(src)) {
+                char *dst = path_join(d.tmp, side_files[i]);
                 copy_file(src, dst);
                 free(dst);
                 names[nn++] = (char *)side_files[i];
@@ -398,7 +338,7 @@ static void export_adapter(const char *adapter_dir, const char *model_dir, dtype
     adapter_load_or_die(&a, adapter_dir);
     if (model_dir) {
         hf_config cfg;
-        char *cp = join(model_dir, "config.json");
+        char *cp = path_join(model_dir, "config.json");
         hf_config_load_or_die(&cfg, cp);
         free(cp);
         char err[1024];
@@ -415,9 +355,9 @@ static void export_adapter(const char *adapter_dir, const char *model_dir, dtype
     adapter_save(d.tmp, &a.cfg, a.mods, a.n, dt);
     char *names[3] = {"adapter_config.json", "adapter_model.safetensors", "README.md"};
     size_t nn = 2;
-    char *readme = join(adapter_dir, "README.md");
-    if (is_file(readme)) {
-        char *dst = join(d.tmp, "README.md");
+    char *readme = path_join(adapter_dir, "README.md");
+    if (is_regular_file(readme)) {
+        char *dst = path_join(d.tmp, "README.md");
         copy_file(readme, dst);
         free(dst);
         nn = 3;

@@ -5,6 +5,7 @@
 // W + s * (B @ A) computed in fp32 and rounded once.
 #include "adapter.h"
 #include "atomic_out.h"
+#include "byte_progress.h"
 #include "check.h"
 #include "hf_model.h"
 #include "lora_delta.h"
@@ -16,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 static void usage(void) {
@@ -61,28 +61,10 @@ static void prefetch(const void *p, size_t n) {
     if (n) madvise((void *)a, (uintptr_t)p + n - a, MADV_WILLNEED);
 }
 
-typedef struct {
-    int tty;
-    uint64_t done, total;
-    time_t last;
-} progress;
-
-static void progress_add(progress *pr, uint64_t n) {
-    pr->done += n;
-    if (!pr->tty) return;
-    time_t now = time(NULL);
-    if (now == pr->last && pr->done < pr->total) return;
-    pr->last = now;
-    char a[32], b[32];
-    fprintf(stderr, "\rmerge: %s of %s (%.0f%%)   ", fmt_bytes((double)pr->done, a, sizeof a),
-            fmt_bytes((double)pr->total, b, sizeof b), pr->total ? 100.0 * (double)pr->done / (double)pr->total : 100.0);
-    if (pr->done >= pr->total) fputc('\n', stderr);
-}
-
 #define CHUNK (64u << 20)
 
 // Copy or convert a tensor that no adapter touches.
-static void pass_through(aout *o, const st_tensor *t, dtype ot, progress *pr, void *buf) {
+static void pass_through(aout *o, const st_tensor *t, dtype ot, byte_progress *pr, void *buf) {
     size_t isz = (size_t)dtype_bits(t->dtype) / 8, osz = (size_t)dtype_bits(ot) / 8;
     size_t per = CHUNK / (isz > osz ? isz : osz);   // elements per chunk
     const uint8_t *src = t->data;
@@ -102,11 +84,11 @@ static void pass_through(aout *o, const st_tensor *t, dtype ot, progress *pr, vo
             }
         }
         release(src + i * isz, n * isz);
-        progress_add(pr, n * isz);
+        byte_progress_add(pr, n * isz);
     }
 }
 
-static void merge_tensor(aout *o, const st_tensor *t, dtype ot, const adapter_lora *l, float s, progress *pr, void *buf) {
+static void merge_tensor(aout *o, const st_tensor *t, dtype ot, const adapter_lora *l, float s, byte_progress *pr, void *buf) {
     size_t out = t->shape[0], in = t->shape[1];
     size_t isz = (size_t)dtype_bits(t->dtype) / 8, osz = (size_t)dtype_bits(ot) / 8;
     size_t rows = CHUNK / (in * osz);   // rows per block; the scratch buffer holds CHUNK bytes
@@ -118,7 +100,7 @@ static void merge_tensor(aout *o, const st_tensor *t, dtype ot, const adapter_lo
         lora_delta_rows(buf, ot, src + r0 * in * isz, t->dtype, r0, n, in, l->A, l->B, l->r, s);
         aout_write(o, buf, n * in * osz);
         release(src + r0 * in * isz, n * in * isz);
-        progress_add(pr, n * in * isz);
+        byte_progress_add(pr, n * in * isz);
     }
 }
 
@@ -176,8 +158,10 @@ int main(int argc, char **argv) {
     aout_write(&o, prefix, plen);
     free(prefix);
 
-    progress pr = {.tty = isatty(STDERR_FILENO)};
-    for (size_t i = 0; i < m.n; i++) pr.total += st_nbytes(m.by_name[i]);
+    uint64_t total = 0;
+    for (size_t i = 0; i < m.n; i++) total += st_nbytes(m.by_name[i]);
+    byte_progress pr;
+    byte_progress_init(&pr, "merge", total);
     void *buf = xmalloc(CHUNK + 4096);
     size_t merged = 0;
     for (size_t k = 0; k < w.n; k++) {
