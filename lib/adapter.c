@@ -388,10 +388,33 @@ char *adapter_config_dump(const adapter_config *c) {
     json_object_set_new(root, "use_rslora", json_boolean(c->use_rslora));
     json_object_set_new(root, "target_modules", names_json(c->target_modules, c->n_target, c->target_regex));
     json_object_set_new(root, "exclude_modules", names_json(c->exclude_modules, c->n_exclude, c->exclude_regex));
-    if (c->n_layers) {
+    // The layer filters: a file's own spelling (3 vs [3], "layers" vs ["layers"]) is kept when it says the same.
+    json_t *lt = json_object_get(root, "layers_to_transform");
+    int lt_same = c->n_layers == 0 ? (!lt || json_is_null(lt) || (json_is_array(lt) && !json_array_size(lt)))
+                  : json_is_integer(lt) ? c->n_layers == 1 && json_integer_value(lt) == c->layers_to_transform[0]
+                  : json_is_array(lt) && json_array_size(lt) == c->n_layers;
+    for (size_t i = 0; lt_same && json_is_array(lt) && i < c->n_layers; i++)
+        lt_same = json_integer_value(json_array_get(lt, i)) == c->layers_to_transform[i];
+    if (!lt_same) {
         json_t *a = json_array();
         for (size_t i = 0; i < c->n_layers; i++) json_array_append_new(a, json_integer(c->layers_to_transform[i]));
-        json_object_set_new(root, "layers_to_transform", a);
+        json_object_set_new(root, "layers_to_transform", c->n_layers ? a : json_null());
+        if (!c->n_layers) json_decref(a);
+    }
+    json_t *lp = json_object_get(root, "layers_pattern");
+    int lp_same = c->n_layers_pattern == 0 ? (!lp || json_is_null(lp))
+                  : json_is_string(lp) ? c->n_layers_pattern == 1 && !strcmp(json_string_value(lp), c->layers_pattern[0])
+                  : json_is_array(lp) && json_array_size(lp) == c->n_layers_pattern;
+    for (size_t i = 0; lp_same && json_is_array(lp) && i < c->n_layers_pattern; i++)
+        lp_same = json_is_string(json_array_get(lp, i)) && !strcmp(json_string_value(json_array_get(lp, i)), c->layers_pattern[i]);
+    if (!lp_same) {
+        json_t *v = json_null();
+        if (c->n_layers_pattern == 1) v = json_string(c->layers_pattern[0]);
+        else if (c->n_layers_pattern) {
+            v = json_array();
+            for (size_t i = 0; i < c->n_layers_pattern; i++) json_array_append_new(v, json_string(c->layers_pattern[i]));
+        }
+        json_object_set_new(root, "layers_pattern", v);
     }
     json_t *rp = json_object(), *ap = json_object();
     for (size_t i = 0; i < c->n_rank_pattern; i++)

@@ -103,6 +103,23 @@ static void test_fresh_config(void) {
     c.layers_to_transform[c.n_layers++] = 1;
     T_OK(!adapter_targets(&c, "model.layers.0.self_attn.q_proj") && adapter_targets(&c, "model.layers.1.self_attn.q_proj"),
          "layers_to_transform [1]");
+    c.layers_pattern = malloc(sizeof(char *));
+    c.layers_pattern[c.n_layers_pattern++] = xstrdup("layers");
+    T_OK(adapter_targets(&c, "model.layers.1.self_attn.q_proj") && !adapter_targets(&c, "model.blocks.1.self_attn.q_proj"),
+         "layers_pattern \"layers\"");
+    s = adapter_config_dump(&c);
+    T_OK(strstr(s, "\"layers_to_transform\": [\n    1\n  ],") && strstr(s, "\"layers_pattern\": \"layers\","),
+         "layer filters written:\n%s", s);
+    free(s);
+    // A file's spelling of the same filter is kept (an int stays an int).
+    const char *txt = "{\"peft_type\": \"LORA\", \"target_modules\": [\"q_proj\"], \"layers_to_transform\": 1}";
+    adapter_config d;
+    char err[256];
+    T_OK(adapter_config_parse(&d, txt, strlen(txt), "x", err, sizeof err) == 0 && d.n_layers == 1, "int layers_to_transform");
+    s = adapter_config_dump(&d);
+    T_OK(strstr(s, "\"layers_to_transform\": 1,") != NULL, "kept as an int");
+    free(s);
+    adapter_config_free(&d);
     c.exclude_modules = malloc(sizeof(char *));
     c.exclude_modules[c.n_exclude++] = xstrdup("model.layers.1.self_attn.k_proj");
     T_OK(!adapter_targets(&c, "model.layers.1.self_attn.k_proj") && adapter_targets(&c, "model.layers.1.self_attn.v_proj"),
