@@ -1,6 +1,8 @@
 // lib/dtype.h: element types of stored tensors and exact conversions.
-// bf16/fp16 <-> fp32 conversions round to nearest even, as PyTorch does;
-// NaN stays NaN (quiet), infinities stay infinite.
+// bf16/fp16 <-> fp32 conversions round to nearest even and give the bits
+// PyTorch's CPU kernels give (tests/fixtures/dtype holds torch's answers):
+// infinities stay infinite, NaN stays NaN; fp32 NaN -> bf16 is 0xFFFF as in
+// torch's vectorised CPU path, NaN -> fp16 keeps sign and top payload bits.
 #ifndef LORAPIPE_DTYPE_H
 #define LORAPIPE_DTYPE_H
 #include <stddef.h>
@@ -18,6 +20,14 @@ dtype dtype_from_name(const char *s);
 const char *dtype_name(dtype t);
 // Size in bits (F4 = 4, F6 = 6, BF16 = 16...).
 int dtype_bits(dtype t);
+// Position in the reference safetensors writer's dtype order (it writes
+// higher ranks first): BOOL F4 F6_E2M3 F6_E3M2 U8 I8 F8_E5M2 F8_E4M3 F8_E8M0
+// F8_E4M3FNUZ F8_E5M2FNUZ I16 U16 F16 BF16 I32 U32 F32 C64 F64 I64 U64.
+int dtype_st_rank(dtype t);
+// "bf16"/"fp16"/"fp32" (command-line spellings, also "bfloat16" etc.).
+dtype dtype_from_user(const char *s);
+// F32, F16 or BF16: the types weights may have.
+int dtype_is_float(dtype t);
 // Name as config.json writes it ("bfloat16", "float16", "float32"); NULL for others.
 const char *dtype_torch_name(dtype t);
 dtype dtype_from_torch_name(const char *s);
@@ -28,7 +38,7 @@ static inline float bf16_to_f32(uint16_t h) {
 }
 static inline uint16_t f32_to_bf16(float f) {
     union { float f; uint32_t u; } v = { f };
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);  // quiet NaN
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return 0xffffu;  // NaN, as torch's CPU kernels
     uint32_t r = v.u + 0x7fffu + ((v.u >> 16) & 1u);
     return (uint16_t)(r >> 16);
 }

@@ -45,6 +45,17 @@ const char *st_meta(const st_file *f, const char *key);
 int st_parse_header(const char *json, size_t len, uint64_t data_len, const char *what,
                     st_file *out, char *err, size_t errlen);
 
+// Read "N + header" from a file descriptor (a pipe, stdin or a file at offset
+// 0) and parse it; data_len as for st_parse_header (UINT64_MAX when unknown,
+// as on a pipe).  The tensors get data == NULL; f->header_len is set and
+// f->path = what.  Returns -1 with the message in err.
+int st_read_header_fd(int fd, const char *what, uint64_t data_len, st_file *f,
+                      char *err, size_t errlen);
+// Indices of f's tensors in increasing data offset (the order of the bytes).
+size_t *st_data_order(const st_file *f);
+// Bytes of a tensor (end - begin).
+static inline uint64_t st_nbytes(const st_tensor *t) { return t->end - t->begin; }
+
 // ---- writing --------------------------------------------------------------
 // Describe the tensors first (name, dtype, shape); st_plan orders them as the
 // reference writer does (dtype descending, then name ascending), assigns
@@ -63,6 +74,12 @@ void st_writer_add(st_writer *w, const char *name, dtype dt, int ndim, const siz
 void st_writer_plan(st_writer *w);
 // Total file size once planned: 8 + N + data.
 uint64_t st_writer_file_size(const st_writer *w);
+// The 8-byte length followed by the padded header (8 + N bytes, malloc'ed).
+uint8_t *st_writer_prefix(const st_writer *w, size_t *len);
 void st_writer_free(st_writer *w);
+
+// Write a whole small file atomically (lib/atomic_out.h): data[i] holds the
+// bytes of the i-th tensor added (any order of adding; written in plan order).
+void st_write_file(const char *path, st_writer *w, const void *const *data);
 
 #endif
