@@ -114,6 +114,8 @@ TOOLS     := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/main.c))))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 ASAN_BIN  := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
+TTOOL_SRC := $(wildcard tests/tools/*.c)
+TTOOL_BIN := $(TTOOL_SRC:tests/tools/%.c=build/test-tools/%)
 ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
 SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -139,6 +141,14 @@ build/%.o: %.cu
 build/libkernels.a: $(KERN_OBJ)
 	@rm -f $@; ar rcs $@ $^
 CUDA_TOOLS := train shard-plan
+GPU_TEST_SRC := $(wildcard tests/gpu/*.cu)
+GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.cu=build/gpu-tests/%)
+build/gpu-tests/%: tests/gpu/%.cu build/libkernels.a build/liblorapipe.a
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< build/libkernels.a build/liblorapipe.a -Xlinker --as-needed $(PKG_LIBS) $(BLAS_LIBS) -lm \
+	    -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lgomp
+# CPU CI compiles every CUDA source, GPU tests included.
+all: $(GPU_TEST_BIN)
 endif
 
 # Each tools/<name>/*.c (and *.cu with CUDA) links into bin/<name>.
@@ -155,6 +165,9 @@ $(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
 build/tests/%: tests/unit/%.c build/liblorapipe.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< build/liblorapipe.a $(LDLIBS)
+build/test-tools/%: tests/tools/%.c build/liblorapipe.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< build/liblorapipe.a $(LDLIBS)
 build/asan/tests/%: tests/unit/%.c build/asan/liblorapipe.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -Itests/unit -o $@ $< build/asan/liblorapipe.a $(LDLIBS)
@@ -169,13 +182,13 @@ $(QWEN_FIX): tests/fixtures/qwen-tokenizer/tokenizer.json.zst tests/fixtures/qwe
 	cp tests/fixtures/qwen-tokenizer/tokenizer_config.json $(@D)/
 fixtures: $(QWEN_FIX)
 
-test: all fixtures $(UNIT_BIN) $(ASAN_BIN)
+test: all fixtures $(UNIT_BIN) $(ASAN_BIN) $(TTOOL_BIN)
 	@tests/run.sh all
 test-unit: $(UNIT_BIN) $(ASAN_BIN)
 	@tests/run.sh unit
-test-bats: all fixtures
+test-bats: all fixtures $(TTOOL_BIN)
 	@tests/run.sh bats
-test-gpu: all
+test-gpu: all fixtures $(TTOOL_BIN)
 	@tests/gpu/run.sh
 
 # ---- deps: install what is missing, nothing else -------------------------
@@ -193,4 +206,4 @@ clean:
 help:
 	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
--include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$($(t)_OBJ:.o=.d))
+-include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$(patsubst %.o,%.d,$(filter %.o,$($(t)_OBJ))))

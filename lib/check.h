@@ -14,14 +14,25 @@
 
 enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
 
+// _Noreturn is C11; CUDA sources include this header as C++.
+#ifdef __cplusplus
+#define LP_NORETURN [[noreturn]]
+extern "C" {
+#else
+#define LP_NORETURN _Noreturn
+#ifdef __cplusplus
+}
+#endif
+#endif
+
 // Name used as the message prefix; set once from argv[0] in main().
 extern const char *prog_name;
 void check_init(const char *argv0);
 
-_Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-_Noreturn void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+LP_NORETURN void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+LP_NORETURN void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-_Noreturn void die_at(const char *file, int line, const char *fmt, ...)
+LP_NORETURN void die_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 // Abort with file:line when cond is false (internal invariants, failed calls).
@@ -62,4 +73,7 @@ const char *fmt_bytes(double bytes, char *buf, size_t n);
 // Parse "5GB", "512MiB", "1000" into bytes; returns 0 on success.
 int parse_size(const char *s, unsigned long long *out);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,122 @@
+// kernels/gemm.cu: the cuBLASLt wrapper. Row-major products are issued as
+// their column-major transposes (C^T = op(B)^T op(A)^T), so no data moves.
+// Heuristic algorithm choices are cached per shape.
+#include "common.cuh"
+#include "gemm.h"
+#include <cublasLt.h>
+#include <string.h>
+
+#define CUBLAS_CHECK(call) do {                                                       \
+    cublasStatus_t s_ = (call);                                                       \
+    if (s_ != CUBLAS_STATUS_SUCCESS) die_at(__FILE__, __LINE__, "cuBLAS error %d (%s)", \
+                                            (int)s_, #call);                          \
+} while (0)
+
+typedef struct {
+    int ta, tb, c_f32, bias;
+    size_t m, n, k, lda, ldb, ldc;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} plan;
+
+#define PLAN_MAX 512
+struct gemm_ctx {
+    cublasLtHandle_t lt;
+    void *ws; size_t ws_bytes;
+    cudaStream_t stream;
+    plan plans[PLAN_MAX]; int n_plans;
+};
+
+extern "C" gemm_ctx *gemm_create(size_t ws_bytes, cudaStream_t s) {
+    gemm_ctx *g = (gemm_ctx *)calloc(1, sizeof *g);
+    CUBLAS_CHECK(cublasLtCreate(&g->lt));
+    g->ws_bytes = ws_bytes;
+    CUDA_CHECK(cudaMalloc(&g->ws, ws_bytes));
+    g->stream = s;
+    return g;
+}
+
+extern "C" void gemm_destroy(gemm_ctx *g) {
+    for (int i = 0; i < g->n_plans; i++) {
+        plan *p = &g->plans[i];
+        cublasLtMatmulDescDestroy(p->op);
+        cublasLtMatrixLayoutDestroy(p->la);
+        cublasLtMatrixLayoutDestroy(p->lb);
+        cublasLtMatrixLayoutDestroy(p->lc);
+    }
+    cudaFree(g->ws);
+    cublasLtDestroy(g->lt);
+    free(g);
+}
+
+// Column-major problem: C (m, n) = op(A) (m, k) op(B) (k, n).
+static plan *get_plan(gemm_ctx *g, int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb, size_t ldc,
+                      int c_f32, int bias) {
+    for (int i = 0; i < g->n_plans; i++) {
+        plan *p = &g->plans[i];
+        if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldb == ldb &&
+            p->ldc == ldc && p->c_f32 == c_f32 && p->bias == bias)
+            return p;
+    }
+    if (g->n_plans == PLAN_MAX) die_at(__FILE__, __LINE__, "too many distinct GEMM shapes");
+    plan *p = &g->plans[g->n_plans];
+    memset(p, 0, sizeof *p);
+    p->ta = ta; p->tb = tb; p->m = m; p->n = n; p->k = k; p->lda = lda; p->ldb = ldb; p->ldc = ldc;
+    p->c_f32 = c_f32; p->bias = bias;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+    if (bias) {
+        cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = CUDA_R_16BF;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc, c_f32 ? CUDA_R_32F : CUDA_R_16BF, m, n, ldc));
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
+                                                      sizeof g->ws_bytes));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    // The bias pointer must be set before the heuristic query for epilogue-aware choices;
+    // alignment of a real pointer is what matters, and every buffer here is cudaMalloc-aligned.
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (!found) die_at(__FILE__, __LINE__, "cuBLASLt has no algorithm for a %zux%zux%zu product", m, n, k);
+    p->algo = res.algo;
+    g->n_plans++;
+    return p;
+}
+
+extern "C" void gemm_bf16(gemm_ctx *g, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const uint16_t *A,
+                          size_t lda, const uint16_t *B, size_t ldb, float beta, void *C, int c_f32, size_t ldc,
+                          const uint16_t *bias) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) die_at(__FILE__, __LINE__, "GEMM with K = 0");
+    // Row-major C (M, N) = op(A) op(B)  <=>  column-major C^T (N, M) = op(B)^T op(A)^T.
+    plan *p = get_plan(g, tb, ta, N, M, K, ldb, lda, ldc, c_f32, bias != NULL);
+    if (bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    CUBLAS_CHECK(cublasLtMatmul(g->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                                g->ws, g->ws_bytes, g->stream));
+}
+
+extern "C" void gemm_linear_fwd(gemm_ctx *g, uint16_t *y, size_t ldy, const uint16_t *x, size_t ldx, const uint16_t *W,
+                                size_t ldw, size_t M, size_t O, size_t I, const uint16_t *bias, float alpha, float beta) {
+    gemm_bf16(g, 0, 1, M, O, I, alpha, x, ldx, W, ldw, beta, y, 0, ldy, bias);
+}
+
+extern "C" void gemm_linear_dx(gemm_ctx *g, uint16_t *dx, size_t lddx, const uint16_t *dy, size_t lddy, const uint16_t *W,
+                               size_t ldw, size_t M, size_t O, size_t I, float alpha, float beta) {
+    gemm_bf16(g, 0, 0, M, I, O, alpha, dy, lddy, W, ldw, beta, dx, 0, lddx, NULL);
+}
+
+extern "C" void gemm_linear_dw(gemm_ctx *g, float *dW, const uint16_t *dy, size_t lddy, const uint16_t *x, size_t ldx,
+                               size_t M, size_t O, size_t I, float alpha, float beta) {
+    gemm_bf16(g, 1, 0, O, I, M, alpha, dy, lddy, x, ldx, beta, dW, 1, I, NULL);
+}

@@ -1,0 +1,81 @@
+// kernels/kernels.h: launchers of every CUDA kernel, callable from C and C++.
+// Tensors are row-major; shapes in comments. N is the number of tokens of a
+// padding-free micro-batch (sequences laid end to end); bf16 activations,
+// fp32 statistics and LoRA state. Every launcher checks the launch.
+#ifndef LORAPIPE_KERNELS_H
+#define LORAPIPE_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t bf16_t;   // bf16 bits on the host side
+
+// ---- embedding, copies, casts (misc.cu) -----------------------------------
+// out (N, C) = table[ids] ; table (V, C) bf16
+void k_embed(bf16_t *out, const bf16_t *table, const int32_t *ids, size_t N, size_t C, cudaStream_t s);
+// dst[i] = bf16(src[i] * scale)
+void k_f32_to_bf16(bf16_t *dst, const float *src, size_t n, float scale, cudaStream_t s);
+// rows: dst (n, C) = src[idx[i]] ; and the scatter back (dst rows idx[i] = src rows i)
+void k_gather_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s);
+void k_scatter_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s);
+// y += x (bf16, n elements), rounding once
+void k_add_inplace(bf16_t *y, const bf16_t *x, size_t n, cudaStream_t s);
+
+// ---- RMSNorm (rmsnorm.cu) ---------------------------------------------------
+// y = w * bf16(x * rsqrt(mean(x^2) + eps)); rstd (N) fp32 kept for the backward.
+void k_rmsnorm_fwd(bf16_t *y, float *rstd, const bf16_t *x, const bf16_t *w, size_t N, size_t C, float eps,
+                   cudaStream_t s);
+// dx (+)= rmsnorm backward of dy; accumulate = 1 adds into dx (the residual stream's gradient).
+void k_rmsnorm_bwd(bf16_t *dx, const bf16_t *dy, const bf16_t *x, const float *rstd, const bf16_t *w,
+                   size_t N, size_t C, int accumulate, cudaStream_t s);
+
+// ---- RoPE (rope.cu) ---------------------------------------------------------
+// In place on heads of D within rows of stride ld: x (N, ld), heads at columns [col0, col0 + heads*D).
+// pos (N) positions within each sequence; inv_freq (D/2) fp32. inverse = 1 for the backward.
+void k_rope(bf16_t *x, size_t ld, size_t col0, size_t heads, size_t D, const int32_t *pos, const float *inv_freq,
+            size_t N, int inverse, cudaStream_t s);
+
+// ---- attention (attention.cu) ----------------------------------------------
+// Causal attention inside each sequence; seq (n_seq + 1) token offsets (int32).
+// qkv (N, ld): q heads at column 0, k at H*D, v at (H+G)*D. out (N, H*D); lse (H, N) fp32.
+typedef struct {
+    size_t n_seq, N, H, G, D, ld;
+    const int32_t *seq;          // device (n_seq + 1)
+    const int32_t *qblocks;      // device work list: (seq index, first query) pairs
+    size_t n_qblocks;            // items in qblocks (blocks of ATT_BQ queries)
+    size_t max_len;
+} att_shape;
+#define ATT_BQ 64
+void k_attention_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const att_shape *a, cudaStream_t s);
+// dqkv (N, ld) gets dq, dk, dv (every element written); delta (H, N) fp32 scratch.
+void k_attention_bwd(bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out, const float *lse,
+                     const bf16_t *qkv, const att_shape *a, cudaStream_t s);
+
+// ---- SwiGLU (swiglu.cu) -----------------------------------------------------
+// gu (N, 2F): gate in columns [0, F), up in [F, 2F). act (N, F) = bf16(silu(g)) * u.
+void k_swiglu_fwd(bf16_t *act, const bf16_t *gu, size_t N, size_t F, cudaStream_t s);
+// dgu (N, 2F) from dact (N, F).
+void k_swiglu_bwd(bf16_t *dgu, const bf16_t *dact, const bf16_t *gu, size_t N, size_t F, cudaStream_t s);
+
+// ---- loss (cross_entropy.cu) ------------------------------------------------
+// logits (n, V) bf16 in place -> inv_n * (softmax - onehot(target)), bf16;
+// loss (n) fp32 per-row losses (logsumexp - z_target, from the bf16 logits in fp32).
+void k_xent_fwd_bwd(bf16_t *logits, float *loss, const int32_t *target, size_t n, size_t V, float inv_n,
+                    int want_grad, cudaStream_t s);
+// Deterministic sum of n floats into *out (one block).
+void k_sum(float *out, const float *x, size_t n, cudaStream_t s);
+
+// ---- optimizer (adamw.cu) ---------------------------------------------------
+// Per-tensor sums of squares: tensor t spans [off[t], off[t+1]) of g; out (n_tensors) fp32.
+void k_sumsq_per_tensor(float *out, const float *g, const size_t *off_dev, size_t n_tensors, cudaStream_t s);
+void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float clip, float decay, float w1, float b2,
+             float w2, float step_size, float bc2_sqrt, float eps, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,323 @@
+// tests/gpu/test_kernels.cu: every CUDA kernel against a plain CPU version
+// in double precision, on fresh random inputs (bf16-representable), with the
+// tolerance bf16 arithmetic allows: ||gpu - ref|| / ||ref|| <= tol.
+// Prints one line per check and "N passed, N failed"; exit 1 on a failure.
+#include "../../kernels/common.cuh"
+#include "../../kernels/gemm.h"
+#include "../../kernels/kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+static int passed, failed;
+static uint64_t rs = 0x1234567ULL;
+static float frand() {
+    rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17;
+    return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+static uint16_t h2b(float x) {   // host float -> bf16 bits, round to nearest even
+    uint32_t u; memcpy(&u, &x, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float b2h(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
+
+struct bbuf {   // a bf16 device buffer with its host float mirror (the exact bf16 values)
+    std::vector<float> h; uint16_t *d = nullptr; size_t n;
+    explicit bbuf(size_t n_, float scale = 1.0f, float base = 0.0f) : h(n_), n(n_) {
+        std::vector<uint16_t> t(n);
+        for (size_t i = 0; i < n; i++) { t[i] = h2b(base + scale * frand()); h[i] = b2h(t[i]); }
+        CUDA_CHECK(cudaMalloc(&d, n * 2));
+        CUDA_CHECK(cudaMemcpy(d, t.data(), n * 2, cudaMemcpyHostToDevice));
+    }
+    std::vector<float> get() const {
+        std::vector<uint16_t> t(n); std::vector<float> f(n);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        CUDA_CHECK(cudaMemcpy(t.data(), d, n * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) f[i] = b2h(t[i]);
+        return f;
+    }
+    void poison() { CUDA_CHECK(cudaMemset(d, 0xff, n * 2)); }   // NaN bits: unwritten elements show
+};
+struct fbuf {
+    std::vector<float> h; float *d = nullptr; size_t n;
+    explicit fbuf(size_t n_, float scale = 1.0f, float base = 0.0f) : h(n_), n(n_) {
+        for (size_t i = 0; i < n; i++) h[i] = base + scale * frand();
+        CUDA_CHECK(cudaMalloc(&d, n * 4));
+        CUDA_CHECK(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice));
+    }
+    std::vector<float> get() const {
+        std::vector<float> f(n);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        CUDA_CHECK(cudaMemcpy(f.data(), d, n * 4, cudaMemcpyDeviceToHost));
+        return f;
+    }
+};
+
+static void check(const char *what, const std::vector<float> &got, const std::vector<double> &ref, double tol) {
+    double num = 0, den = 0;
+    int nan = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        if (!isfinite(got[i])) nan++;
+        num += (got[i] - ref[i]) * (got[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    double rel = sqrt(num / (den > 0 ? den : 1));
+    int ok = !nan && rel <= tol;
+    printf("%s %-44s rel err %.2e (tol %.0e)%s\n", ok ? "ok    " : "FAILED", what, rel, tol, nan ? " non-finite values" : "");
+    ok ? passed++ : failed++;
+}
+
+static void test_gemm(gemm_ctx *g) {
+    size_t M = 77, O = 96, I = 136;
+    bbuf x(M * I), W(O * I, 0.2f), bias(O, 0.5f), y(M * O);
+    y.poison();
+    gemm_linear_fwd(g, y.d, O, x.d, I, W.d, I, M, O, I, bias.d, 1.0f, 0.0f);
+    std::vector<double> ref(M * O);
+    for (size_t i = 0; i < M; i++)
+        for (size_t o = 0; o < O; o++) {
+            double a = bias.h[o];
+            for (size_t k = 0; k < I; k++) a += (double)x.h[i * I + k] * W.h[o * I + k];
+            ref[i * O + o] = a;
+        }
+    check("gemm y = x W^T + b", y.get(), ref, 8e-3);
+    // accumulate into a column slice: y[:, 10:42] += 0.5 * t B^T
+    size_t r = 8;
+    bbuf t(M * r), B(32 * r);
+    std::vector<float> y0 = y.get();
+    gemm_linear_fwd(g, y.d + 10, O, t.d, r, B.d, r, M, 32, r, nullptr, 0.5f, 1.0f);
+    for (size_t i = 0; i < M; i++)
+        for (size_t o = 0; o < O; o++) {
+            double a = y0[i * O + o];
+            if (o >= 10 && o < 42) for (size_t k = 0; k < r; k++) a += 0.5 * t.h[i * r + k] * B.h[(o - 10) * r + k];
+            ref[i * O + o] = a;
+        }
+    check("gemm slice += s t B^T (ldc > n)", y.get(), ref, 8e-3);
+    bbuf dy(M * O), dx(M * I);
+    dx.poison();
+    gemm_linear_dx(g, dx.d, I, dy.d, O, W.d, I, M, O, I, 1.0f, 0.0f);
+    std::vector<double> rdx(M * I);
+    for (size_t i = 0; i < M; i++)
+        for (size_t k = 0; k < I; k++) {
+            double a = 0;
+            for (size_t o = 0; o < O; o++) a += (double)dy.h[i * O + o] * W.h[o * I + k];
+            rdx[i * I + k] = a;
+        }
+    check("gemm dx = dy W", dx.get(), rdx, 8e-3);
+    fbuf dW(O * I, 1.0f);
+    std::vector<float> w0 = dW.h;
+    gemm_linear_dw(g, dW.d, dy.d, O, x.d, I, M, O, I, 0.25f, 1.0f);
+    std::vector<double> rdw(O * I);
+    for (size_t o = 0; o < O; o++)
+        for (size_t k = 0; k < I; k++) {
+            double a = 0;
+            for (size_t i = 0; i < M; i++) a += (double)dy.h[i * O + o] * x.h[i * I + k];
+            rdw[o * I + k] = w0[o * I + k] + 0.25 * a;
+        }
+    check("gemm dW += s dy^T x (fp32 out)", dW.get(), rdw, 1e-5);
+}
+
+static void test_rmsnorm() {
+    size_t N = 19, C = 200;
+    bbuf x(N * C), w(C, 0.2f, 1.0f), y(N * C), dy(N * C), dx(N * C);
+    fbuf rstd(N);
+    y.poison();
+    k_rmsnorm_fwd(y.d, rstd.d, x.d, w.d, N, C, 1e-6f, 0);
+    std::vector<double> ry(N * C), rdx(N * C);
+    for (size_t i = 0; i < N; i++) {
+        double ss = 0;
+        for (size_t j = 0; j < C; j++) ss += (double)x.h[i * C + j] * x.h[i * C + j];
+        double r = 1.0 / sqrt(ss / C + 1e-6), dot = 0;
+        for (size_t j = 0; j < C; j++) { ry[i * C + j] = w.h[j] * x.h[i * C + j] * r; dot += dy.h[i * C + j] * w.h[j] * x.h[i * C + j] * r; }
+        dot /= C;
+        for (size_t j = 0; j < C; j++) rdx[i * C + j] = x.h[i * C + j] /* accumulated onto */ + r * (dy.h[i * C + j] * w.h[j] - x.h[i * C + j] * r * dot);
+    }
+    check("rmsnorm forward", y.get(), ry, 8e-3);
+    CUDA_CHECK(cudaMemcpy(dx.d, x.d, N * C * 2, cudaMemcpyDeviceToDevice));
+    k_rmsnorm_bwd(dx.d, dy.d, x.d, rstd.d, w.d, N, C, 1, 0);
+    check("rmsnorm backward (accumulating)", dx.get(), rdx, 8e-3);
+}
+
+static void test_rope() {
+    size_t N = 23, H = 3, D = 16, ld = 70, col0 = 6;
+    bbuf x(N * ld);
+    std::vector<int32_t> pos(N);
+    for (size_t i = 0; i < N; i++) pos[i] = (int32_t)(i % 9);
+    int32_t *dpos; float *dinv;
+    CUDA_CHECK(cudaMalloc(&dpos, N * 4)); CUDA_CHECK(cudaMemcpy(dpos, pos.data(), N * 4, cudaMemcpyHostToDevice));
+    std::vector<float> inv(D / 2);
+    for (size_t i = 0; i < D / 2; i++) inv[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)D);
+    CUDA_CHECK(cudaMalloc(&dinv, D * 2)); CUDA_CHECK(cudaMemcpy(dinv, inv.data(), D * 2, cudaMemcpyHostToDevice));
+    std::vector<double> ref(x.h.begin(), x.h.end());
+    for (size_t t = 0; t < N; t++)
+        for (size_t h = 0; h < H; h++)
+            for (size_t i = 0; i < D / 2; i++) {
+                double f = (double)pos[t] * inv[i], c = cos(f), s = sin(f);
+                size_t a = t * ld + col0 + h * D + i, b = a + D / 2;
+                ref[a] = x.h[a] * c - x.h[b] * s;
+                ref[b] = x.h[b] * c + x.h[a] * s;
+            }
+    k_rope(x.d, ld, col0, H, D, dpos, dinv, N, 0, 0);
+    check("rope forward (strided heads)", x.get(), ref, 1e-2);
+    std::vector<double> back(x.h.begin(), x.h.end());
+    k_rope(x.d, ld, col0, H, D, dpos, dinv, N, 1, 0);
+    check("rope inverse undoes forward", x.get(), back, 1.5e-2);
+    cudaFree(dpos); cudaFree(dinv);
+}
+
+static void test_attention(size_t D) {
+    // Three sequences of 5, 70 and 130 tokens (crossing the 64-token blocks), GQA 4:2.
+    std::vector<int32_t> seq = {0, 5, 75, 205};
+    size_t ns = 3, N = 205, H = 4, G = 2, ld = (H + 2 * G) * D + 8;
+    std::vector<int32_t> qb;
+    for (size_t s = 0; s < ns; s++)
+        for (int q0 = 0; q0 < seq[s + 1] - seq[s]; q0 += ATT_BQ) { qb.push_back((int32_t)s); qb.push_back(q0); }
+    int32_t *dseq, *dqb;
+    CUDA_CHECK(cudaMalloc(&dseq, seq.size() * 4)); CUDA_CHECK(cudaMemcpy(dseq, seq.data(), seq.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMalloc(&dqb, qb.size() * 4)); CUDA_CHECK(cudaMemcpy(dqb, qb.data(), qb.size() * 4, cudaMemcpyHostToDevice));
+    att_shape a = {ns, N, H, G, D, ld, dseq, dqb, qb.size() / 2, 130};
+    bbuf qkv(N * ld), out(N * H * D), dout(N * H * D), dqkv(N * ld);
+    fbuf lse(H * N), delta(H * N);
+    out.poison();
+    k_attention_fwd(out.d, lse.d, qkv.d, &a, 0);
+    double scale = 1.0 / sqrt((double)D);
+    std::vector<double> ro(N * H * D, 0), rdq(N * ld, 0);
+    for (size_t s = 0; s < ns; s++) {
+        size_t t0 = seq[s], L = seq[s + 1] - t0;
+        for (size_t h = 0; h < H; h++) {
+            size_t kh = h / (H / G);
+            std::vector<double> P(L * L, 0.0);
+            for (size_t i = 0; i < L; i++) {
+                double mx = -1e300;
+                for (size_t j = 0; j <= i; j++) {
+                    double d = 0;
+                    for (size_t e = 0; e < D; e++) d += qkv.h[(t0 + i) * ld + h * D + e] * qkv.h[(t0 + j) * ld + H * D + kh * D + e];
+                    P[i * L + j] = d * scale; mx = fmax(mx, d * scale);
+                }
+                double sum = 0;
+                for (size_t j = 0; j <= i; j++) { P[i * L + j] = exp(P[i * L + j] - mx); sum += P[i * L + j]; }
+                for (size_t j = 0; j <= i; j++) P[i * L + j] /= sum;
+                for (size_t e = 0; e < D; e++) {
+                    double o = 0;
+                    for (size_t j = 0; j <= i; j++) o += P[i * L + j] * qkv.h[(t0 + j) * ld + (H + G) * D + kh * D + e];
+                    ro[(t0 + i) * H * D + h * D + e] = o;
+                }
+            }
+            // backward, with the bf16 output the kernel produced feeding delta as it does on the GPU
+            for (size_t i = 0; i < L; i++) {
+                double dl = 0;
+                for (size_t e = 0; e < D; e++) dl += dout.h[(t0 + i) * H * D + h * D + e] * ro[(t0 + i) * H * D + h * D + e];
+                for (size_t j = 0; j <= i; j++) {
+                    double dp = 0;
+                    for (size_t e = 0; e < D; e++) dp += dout.h[(t0 + i) * H * D + h * D + e] * qkv.h[(t0 + j) * ld + (H + G) * D + kh * D + e];
+                    double ds = P[i * L + j] * (dp - dl) * scale;
+                    for (size_t e = 0; e < D; e++) {
+                        rdq[(t0 + i) * ld + h * D + e] += ds * qkv.h[(t0 + j) * ld + H * D + kh * D + e];
+                        rdq[(t0 + j) * ld + H * D + kh * D + e] += ds * qkv.h[(t0 + i) * ld + h * D + e];
+                        rdq[(t0 + j) * ld + (H + G) * D + kh * D + e] += P[i * L + j] * dout.h[(t0 + i) * H * D + h * D + e];
+                    }
+                }
+            }
+        }
+    }
+    char name[64];
+    snprintf(name, sizeof name, "attention forward, varlen GQA, D=%zu", D);
+    check(name, out.get(), ro, 8e-3);
+    dqkv.poison();
+    k_attention_bwd(dqkv.d, delta.d, dout.d, out.d, lse.d, qkv.d, &a, 0);
+    std::vector<float> got = dqkv.get();
+    // Compare only the q/k/v columns (the padding columns of ld are not outputs).
+    std::vector<float> g2; std::vector<double> r2;
+    for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) { g2.push_back(got[t * ld + c]); r2.push_back(rdq[t * ld + c]); }
+    snprintf(name, sizeof name, "attention backward dq dk dv, D=%zu", D);
+    check(name, g2, r2, 2e-2);
+    cudaFree(dseq); cudaFree(dqb);
+}
+
+static void test_swiglu() {
+    size_t N = 13, F = 150;
+    bbuf gu(N * 2 * F, 3.0f), act(N * F), dact(N * F), dgu(N * 2 * F);
+    act.poison();
+    k_swiglu_fwd(act.d, gu.d, N, F, 0);
+    std::vector<double> ra(N * F), rd(N * 2 * F);
+    for (size_t i = 0; i < N; i++)
+        for (size_t j = 0; j < F; j++) {
+            double g = gu.h[i * 2 * F + j], u = gu.h[i * 2 * F + F + j], sg = 1 / (1 + exp(-g)), d = dact.h[i * F + j];
+            ra[i * F + j] = g * sg * u;
+            rd[i * 2 * F + j] = d * u * sg * (1 + g * (1 - sg));
+            rd[i * 2 * F + F + j] = d * g * sg;
+        }
+    check("swiglu forward", act.get(), ra, 8e-3);
+    dgu.poison();
+    k_swiglu_bwd(dgu.d, dact.d, gu.d, N, F, 0);
+    check("swiglu backward", dgu.get(), rd, 8e-3);
+}
+
+static void test_xent() {
+    size_t n = 9, V = 5000;
+    bbuf z(n * V, 4.0f);
+    std::vector<int32_t> tg(n);
+    for (size_t i = 0; i < n; i++) tg[i] = (int32_t)((i * 977) % V);
+    int32_t *dt; CUDA_CHECK(cudaMalloc(&dt, n * 4)); CUDA_CHECK(cudaMemcpy(dt, tg.data(), n * 4, cudaMemcpyHostToDevice));
+    fbuf loss(n), sum(1);
+    std::vector<double> rl(n), rg(n * V);
+    float inv = 1.0f / 7;
+    for (size_t i = 0; i < n; i++) {
+        double mx = -1e300, s = 0;
+        for (size_t v = 0; v < V; v++) mx = fmax(mx, z.h[i * V + v]);
+        for (size_t v = 0; v < V; v++) s += exp(z.h[i * V + v] - mx);
+        double lse = mx + log(s);
+        rl[i] = lse - z.h[i * V + tg[i]];
+        for (size_t v = 0; v < V; v++) rg[i * V + v] = (exp(z.h[i * V + v] - lse) - (v == (size_t)tg[i])) * inv;
+    }
+    k_xent_fwd_bwd(z.d, loss.d, dt, n, V, inv, 1, 0);
+    check("cross-entropy loss per row", loss.get(), rl, 1e-5);
+    check("cross-entropy gradient", z.get(), rg, 1e-2);
+    k_sum(sum.d, loss.d, n, 0);
+    double tot = 0; for (double x : rl) tot += x;
+    check("deterministic sum", sum.get(), std::vector<double>{tot}, 1e-5);
+    cudaFree(dt);
+}
+
+static void test_adamw() {
+    size_t n = 3000;
+    fbuf p(n), g(n), m(n, 0.01f), v(n, 0.001f, 0.002f);
+    std::vector<double> rp(n);
+    float clip = 0.7f, decay = 1 - 1e-4f * 0.01f, w1 = 0.1f, b2 = 0.999f, w2 = 0.001f, ss = 1e-3f, bc2 = 0.05f, eps = 1e-8f;
+    for (size_t i = 0; i < n; i++) {
+        double gi = g.h[i] * clip, pi = p.h[i] * decay, mi = m.h[i] + w1 * (gi - m.h[i]), vi = v.h[i] * b2 + w2 * gi * gi;
+        rp[i] = pi - ss * mi / (sqrt(vi) / bc2 + eps);
+    }
+    k_adamw(p.d, g.d, m.d, v.d, n, clip, decay, w1, b2, w2, ss, bc2, eps, 0);
+    check("adamw parameters", p.get(), rp, 1e-6);
+    std::vector<size_t> off = {0, 1000, 1001, 3000};
+    size_t *doff; CUDA_CHECK(cudaMalloc(&doff, off.size() * sizeof(size_t)));
+    CUDA_CHECK(cudaMemcpy(doff, off.data(), off.size() * sizeof(size_t), cudaMemcpyHostToDevice));
+    fbuf ssq(3);
+    k_sumsq_per_tensor(ssq.d, g.d, doff, 3, 0);
+    std::vector<double> r(3, 0);
+    for (size_t t = 0; t < 3; t++) for (size_t i = off[t]; i < off[t + 1]; i++) r[t] += (double)g.h[i] * g.h[i];
+    check("per-tensor sums of squares", ssq.get(), r, 1e-5);
+    cudaFree(doff);
+}
+
+int main() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) { printf("no CUDA GPU: skipped\n0 passed, 0 failed\n"); return 0; }
+    gemm_ctx *g = gemm_create(32u << 20, 0);
+    test_gemm(g);
+    test_rmsnorm();
+    test_rope();
+    test_attention(16);
+    test_attention(64);
+    test_attention(128);
+    test_swiglu();
+    test_xent();
+    test_adamw();
+    gemm_destroy(g);
+    printf("test_kernels: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

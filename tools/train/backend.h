@@ -1,0 +1,44 @@
+// tools/train/backend.h: what the training loop asks of a device.
+//
+// The loop (loop.c) owns the schedule, the loss normalisation, clipping
+// decisions, logging and checkpoints; a backend owns the model, the LoRA
+// arenas (parameters, gradients, AdamW moments: one fp32 block each, in the
+// layout of lib/lora.h) and the arithmetic. The CPU backend is the readable
+// reference; the CUDA backend must give the same numbers within bf16
+// tolerance.
+#ifndef LORAPIPE_BACKEND_H
+#define LORAPIPE_BACKEND_H
+#include <stddef.h>
+#include "cpu_model.h"
+#include "lora.h"
+#include "optim.h"
+
+typedef struct backend backend;
+struct backend {
+    const char *name;
+    void *ctx;
+    // Replace parameters and moments (host arrays of lora.n_params floats;
+    // m, v may be NULL for zeros).
+    void (*set_state)(backend *b, const float *params, const float *m, const float *v);
+    // Copy parameters and moments to host arrays (any may be NULL).
+    void (*get_state)(backend *b, float *params, float *m, float *v);
+    void (*zero_grads)(backend *b);
+    // Copy the gradient arena to the host (debugging and tests).
+    void (*get_grads)(backend *b, float *grads);
+    // Forward + backward of one micro-batch; gradients scaled by inv_n are
+    // added; returns the summed target loss.
+    double (*micro_step)(backend *b, const micro_batch *mb, float inv_n, dropout_cfg drop);
+    // Summed target loss, no gradients.
+    double (*eval_loss)(backend *b, const micro_batch *mb);
+    // Sum the gradients over data-parallel ranks (no-op on one device).
+    void (*reduce_grads)(backend *b);
+    // Pre-clip global gradient norm (torch clip_grad_norm_ semantics).
+    double (*grad_norm)(backend *b);
+    // Clip by clip, then AdamW with lr; step is the 1-based optimizer step.
+    void (*adamw)(backend *b, float clip, double lr, size_t step);
+    // Bytes of memory held, for the start-up report (by arena).
+    void (*report)(backend *b);
+    void (*destroy)(backend *b);
+};
+
+#endif

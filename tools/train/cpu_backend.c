@@ -1,0 +1,149 @@
+// tools/train/cpu_backend.c: the CPU reference backend. Frozen weights are
+// converted once to fp32 (one arena); LoRA parameters, gradients and AdamW
+// moments are four fp32 arenas of the lib/lora.h layout.
+#include "train.h"
+#include "arena.h"
+#include "check.h"
+#include "gemm.h"
+#include "hf_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    cpu_model m;
+    const lora_layout *l;
+    const optim_cfg *oc;
+    arena weights, lora;       // frozen fp32 weights; params | grads | m | v
+    float *params, *grads, *mom1, *mom2;
+    size_t *tensor_off;        // (n_tensors + 1) arena offsets of each LoRA tensor
+    size_t act_bytes;
+} cpu_ctx;
+
+static const float *load(cpu_ctx *c, const hf_model *hm, const char *name) {
+    const st_tensor *t = hf_model_tensor(hm, name);
+    if (!t) die("%s: tensor %s is missing", hm->dir, name);
+    float *dst = arena_floats(&c->weights, t->numel);
+    hf_tensor_to_f32(t, dst);
+    return dst;
+}
+
+static void set_state(backend *b, const float *p, const float *m, const float *v) {
+    cpu_ctx *c = b->ctx;
+    size_t n = c->l->n_params * sizeof(float);
+    memcpy(c->params, p, n);
+    if (m) memcpy(c->mom1, m, n); else memset(c->mom1, 0, n);
+    if (v) memcpy(c->mom2, v, n); else memset(c->mom2, 0, n);
+}
+
+static void get_state(backend *b, float *p, float *m, float *v) {
+    cpu_ctx *c = b->ctx;
+    size_t n = c->l->n_params * sizeof(float);
+    if (p) memcpy(p, c->params, n);
+    if (m) memcpy(m, c->mom1, n);
+    if (v) memcpy(v, c->mom2, n);
+}
+
+static void zero_grads(backend *b) {
+    cpu_ctx *c = b->ctx;
+    memset(c->grads, 0, c->l->n_params * sizeof(float));
+}
+
+static void get_grads(backend *b, float *g) {
+    cpu_ctx *c = b->ctx;
+    memcpy(g, c->grads, c->l->n_params * sizeof(float));
+}
+
+static double micro_step(backend *b, const micro_batch *mb, float inv_n, dropout_cfg drop) {
+    cpu_ctx *c = b->ctx;
+    return cpu_forward_backward(&c->m, c->l, c->params, c->grads, mb, inv_n, drop);
+}
+
+static double eval_loss(backend *b, const micro_batch *mb) {
+    cpu_ctx *c = b->ctx;
+    return cpu_forward_loss(&c->m, c->l, c->params, mb);
+}
+
+static void reduce_grads(backend *b) { (void)b; }
+
+static double grad_norm(backend *b) {
+    cpu_ctx *c = b->ctx;
+    return grad_global_norm(c->grads, c->tensor_off, c->l->n_tensors);
+}
+
+static void adamw(backend *b, float clip, double lr, size_t step) {
+    cpu_ctx *c = b->ctx;
+    adamw_step(c->params, c->grads, c->mom1, c->mom2, c->l->n_params, clip, lr, c->oc, step);
+}
+
+static void report(backend *b) {
+    cpu_ctx *c = b->ctx;
+    char w[32], l[32], a[32];
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    fprintf(stderr, "train: memory: frozen weights %s (fp32), LoRA state %s, activations up to %s; "
+            "%d thread(s), GEMM: %s\n", fmt_bytes((double)c->weights.cap, w, sizeof w),
+            fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->act_bytes, a, sizeof a), threads,
+            gemm_backend());
+}
+
+static void destroy(backend *b) {
+    cpu_ctx *c = b->ctx;
+    arena_free(&c->weights);
+    arena_free(&c->lora);
+    cpu_model_release();
+    free(c->m.layer);
+    free(c->m.inv_freq);
+    free(c->tensor_off);
+    free(c);
+    free(b);
+}
+
+backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void *model, const lora_layout *l,
+                            const optim_cfg *oc, size_t max_tokens, size_t max_len) {
+    (void)o;
+    const hf_model *hm = model;
+    cpu_ctx *c = xcalloc(1, sizeof *c);
+    c->l = l;
+    c->oc = oc;
+    c->m.d = *d;
+    // Size the weight arena from the tensors it will hold.
+    size_t total = 0;
+    for (size_t i = 0; i < hm->n; i++) total += arena_round(hm->by_name[i]->numel * sizeof(float));
+    arena_init(&c->weights, "weights", total);
+    char name[128];
+    c->m.embed = load(c, hm, "model.embed_tokens.weight");
+    c->m.lm_head = d->tied ? c->m.embed : load(c, hm, "lm_head.weight");
+    c->m.norm_f = load(c, hm, "model.norm.weight");
+    c->m.layer = xcalloc(d->layers, sizeof(cpu_layer));
+    for (size_t i = 0; i < d->layers; i++) {
+        cpu_layer *w = &c->m.layer[i];
+#define W(field, suffix) (snprintf(name, sizeof name, "model.layers.%zu.%s", i, suffix), w->field = load(c, hm, name))
+        W(ln1, "input_layernorm.weight"); W(ln2, "post_attention_layernorm.weight");
+        W(wq, "self_attn.q_proj.weight"); W(bq, "self_attn.q_proj.bias");
+        W(wk, "self_attn.k_proj.weight"); W(bk, "self_attn.k_proj.bias");
+        W(wv, "self_attn.v_proj.weight"); W(bv, "self_attn.v_proj.bias");
+        W(wo, "self_attn.o_proj.weight");
+        W(wg, "mlp.gate_proj.weight"); W(wu, "mlp.up_proj.weight"); W(wd, "mlp.down_proj.weight");
+#undef W
+    }
+    cpu_model_init_rope(&c->m);
+    arena_init(&c->lora, "lora", 4 * arena_round(l->n_params * sizeof(float)));
+    c->params = arena_floats(&c->lora, l->n_params);
+    c->grads = arena_floats(&c->lora, l->n_params);
+    c->mom1 = arena_floats(&c->lora, l->n_params);
+    c->mom2 = arena_floats(&c->lora, l->n_params);
+    c->tensor_off = lora_tensor_offsets(l);
+    c->act_bytes = cpu_activation_bytes(d, l, max_tokens, max_len);
+    backend *b = xcalloc(1, sizeof *b);
+    *b = (backend){.name = "cpu", .ctx = c, .set_state = set_state, .get_state = get_state, .zero_grads = zero_grads, .get_grads = get_grads,
+                   .micro_step = micro_step, .eval_loss = eval_loss, .reduce_grads = reduce_grads,
+                   .grad_norm = grad_norm, .adamw = adamw, .report = report, .destroy = destroy};
+    return b;
+}

@@ -1,0 +1,604 @@
+// tools/train/cuda_backend.cu: the bf16 CUDA backend. Orchestration only;
+// the arithmetic lives in kernels/ (one concern per file) and cuBLASLt.
+//
+// Numerics follow transformers' bf16 autocast run (spec §1.8 mode C): bf16
+// weights and activations, fp32 accumulation in every product, fp32
+// statistics (RMSNorm, softmax, loss), fp32 LoRA master weights and
+// gradients. Memory is four device arenas, sized at start-up and printed:
+// frozen weights, LoRA state, saved activations, workspace.
+#include "../../kernels/common.cuh"
+#include "../../kernels/gemm.h"
+#include "../../kernels/kernels.h"
+
+extern "C" {
+#include "train.h"
+#include "arena.h"
+#include "check.h"
+#include "dtype.h"
+#include "hf_model.h"
+}
+
+#include <math.h>
+#include <string.h>
+#include <vector>
+
+// A device arena: one cudaMalloc, bump-allocated, never freed piecewise.
+struct dev_arena {
+    const char *name;
+    char *base = nullptr;
+    size_t cap = 0, used = 0;
+    void init(const char *n, size_t bytes) {
+        name = n;
+        cap = arena_round(bytes);
+        if (cap) {
+            cudaError_t e = cudaMalloc(&base, cap);
+            if (e != cudaSuccess) {
+                char b[32];
+                die("out of GPU memory: the %s arena needs %s (%s)", name, fmt_bytes((double)cap, b, sizeof b),
+                    cudaGetErrorString(e));
+            }
+        }
+    }
+    template <typename T> T *take(size_t n) {
+        size_t bytes = arena_round(n * sizeof(T));
+        if (used + bytes > cap) die_at(__FILE__, __LINE__, "the %s arena is too small", name);
+        T *p = (T *)(base + used);
+        used += bytes;
+        return p;
+    }
+    void release() { if (base) cudaFree(base); base = nullptr; }
+};
+
+// Counts what a sequence of take() calls needs, so arenas are sized exactly.
+struct sizer {
+    size_t bytes = 0;
+    template <typename T> void add(size_t n) { bytes += arena_round(n * sizeof(T)); }
+};
+
+typedef uint16_t bfh;   // bf16 on the device, seen from host code
+
+struct layer_w {
+    bfh *w_qkv, *b_qkv, *w_o, *w_gu, *w_d, *ln1, *ln2;   // (Dqkv, C) (Dqkv) (C, qd) (2F, C) (C, F) (C) (C)
+};
+
+struct layer_acts {   // what the backward pass reads; with recompute only x_in is kept per layer
+    bfh *x_in, *ln1, *qkv, *att, *x_mid, *ln2, *gu;
+    float *rstd1, *lse, *rstd2;
+    bfh *t[LORA_NMOD];                // (N, r) LoRA intermediates
+};
+
+struct cuda_ctx {
+    model_dims d;
+    const lora_layout *l;
+    const optim_cfg *oc;
+    int recompute;
+    size_t max_tok, max_len, dqkv, qd, kvd;
+    cudaStream_t stream;
+    gemm_ctx *gemm;
+    dev_arena weights, lora, acts, work;
+    // weights
+    bfh *embed, *lm_head, *norm_f;
+    std::vector<layer_w> lw;
+    float *inv_freq;
+    // LoRA: fp32 params | grads | m | v, and a bf16 copy of params for the products
+    float *params, *grads, *mom1, *mom2;
+    bfh *params_bf;
+    size_t *tensor_off_dev, *tensor_off_host;
+    float *sumsq;
+    // activations
+    std::vector<layer_acts> la;       // saved per layer (with recompute: one set reused)
+    bfh *x_layers;                    // (L + 1, max_tok, C): every layer's input, and the last output
+    bfh *lnf; float *rstdf;
+    // workspace
+    bfh *dres, *dln, *dqkv_buf, *datt, *dact, *dgu, *act, *drop, *hc, *logits;
+    bfh *dt;                          // (N, r)
+    float *delta, *row_loss, *loss_sum;
+    int32_t *ids, *pos, *seq, *qblocks, *trow, *ttok;
+    size_t logit_rows;
+    // host staging
+    int32_t *h_stage; size_t h_stage_n;
+    // current micro-batch
+    size_t N, n_seq, n_qb, n_t;
+    att_shape as;
+};
+
+// ---- dropout, identical masks to the CPU reference ---------------------------
+__device__ __forceinline__ uint64_t mix64d(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static uint64_t mix64h(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+__global__ void dropout_kernel(bf16 *dst, const bf16 *src, size_t n, uint64_t k, float p, float scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float u = (float)(mix64d(k + i) >> 40) * (1.0f / 16777216.0f);
+        dst[i] = u < p ? tobf(0.0f) : tobf(bf(src[i]) * scale);
+    }
+}
+static void dropout(cuda_ctx *c, bfh *dst, const bfh *src, size_t n, dropout_cfg drop, size_t layer, int module) {
+    uint64_t k = mix64h(drop.key ^ mix64h(((uint64_t)layer << 8) | (uint64_t)module));
+    unsigned g = cdiv(n, 256);
+    dropout_kernel<<<g < 8192 ? g : 8192, 256, 0, c->stream>>>((bf16 *)dst, (const bf16 *)src, n, k, drop.p,
+                                                               1.0f / (1.0f - drop.p));
+    LAUNCH_CHECK();
+}
+
+// ---- LoRA pieces -------------------------------------------------------------
+static const bfh *lora_a(cuda_ctx *c, size_t layer, int m) { return c->params_bf + c->l->off_a[layer * LORA_NMOD + m]; }
+static const bfh *lora_b(cuda_ctx *c, size_t layer, int m) { return c->params_bf + c->l->off_b[layer * LORA_NMOD + m]; }
+static float *grad_a(cuda_ctx *c, size_t layer, int m) { return c->grads + c->l->off_a[layer * LORA_NMOD + m]; }
+static float *grad_b(cuda_ctx *c, size_t layer, int m) { return c->grads + c->l->off_b[layer * LORA_NMOD + m]; }
+
+// y[:, cols] (ld ldy) += s * (dropout(x) A^T) B^T ; t (N, r) keeps dropout(x) A^T.
+static void lora_fwd(cuda_ctx *c, bfh *y, size_t ldy, bfh *t, const bfh *x, size_t I, size_t O, size_t layer, int m,
+                     dropout_cfg drop) {
+    size_t N = c->N, r = c->l->r;
+    const bfh *xin = x;
+    if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
+    gemm_linear_fwd(c->gemm, t, r, xin, I, lora_a(c, layer, m), I, N, r, I, nullptr, 1.0f, 0.0f);
+    gemm_linear_fwd(c->gemm, y, ldy, t, r, lora_b(c, layer, m), r, N, O, r, nullptr, c->l->scaling, 1.0f);
+}
+
+// Given dy (ld lddy), accumulate dA, dB and add the LoRA path's input gradient into dx (ld I).
+static void lora_bwd(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh *t, const bfh *x, size_t I, size_t O,
+                     size_t layer, int m, dropout_cfg drop) {
+    size_t N = c->N, r = c->l->r;
+    float s = c->l->scaling;
+    gemm_linear_dw(c->gemm, grad_b(c, layer, m), dy, lddy, t, r, N, O, r, s, 1.0f);            // dB += s dy^T t
+    gemm_linear_dx(c->gemm, c->dt, r, dy, lddy, lora_b(c, layer, m), r, N, O, r, s, 0.0f);     // dt = s dy B
+    const bfh *xin = x;
+    if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
+    gemm_linear_dw(c->gemm, grad_a(c, layer, m), c->dt, r, xin, I, N, r, I, 1.0f, 1.0f);        // dA += dt^T x
+    if (drop.p > 0.0f) {   // the mask applies to the input gradient as well
+        gemm_linear_dx(c->gemm, c->drop, I, c->dt, r, lora_a(c, layer, m), I, N, r, I, 1.0f, 0.0f);
+        dropout(c, c->drop, c->drop, N * I, drop, layer, m);
+        k_add_inplace(dx, c->drop, N * I, c->stream);
+    } else {
+        gemm_linear_dx(c->gemm, dx, I, c->dt, r, lora_a(c, layer, m), I, N, r, I, 1.0f, 1.0f);   // dx += dt A
+    }
+}
+
+// ---- one layer ---------------------------------------------------------------
+static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *x_out, dropout_cfg drop) {
+    const model_dims *d = &c->d;
+    size_t N = c->N, C = d->hidden, F = d->inter, D = d->head_dim;
+    float eps = (float)d->rms_eps;
+    layer_w *w = &c->lw[li];
+    const lora_layout *l = c->l;
+    k_rmsnorm_fwd(a->ln1, a->rstd1, x, w->ln1, N, C, eps, c->stream);
+    gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f);
+    size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
+    for (int m = LORA_Q; m <= LORA_V; m++)
+        if (l->on[m]) lora_fwd(c, a->qkv + col[m], c->dqkv, a->t[m], a->ln1, C, out[m], li, m, drop);
+    k_rope(a->qkv, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 0, c->stream);
+    k_rope(a->qkv, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
+    k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
+    // x_mid = x + o_proj(att): the residual add rides in the product's C input.
+    CUDA_CHECK(cudaMemcpyAsync(a->x_mid, x, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
+    gemm_linear_fwd(c->gemm, a->x_mid, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd, nullptr, 1.0f, 1.0f);
+    if (l->on[LORA_O]) lora_fwd(c, a->x_mid, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
+    k_rmsnorm_fwd(a->ln2, a->rstd2, a->x_mid, w->ln2, N, C, eps, c->stream);
+    gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f);
+    if (l->on[LORA_GATE]) lora_fwd(c, a->gu, 2 * F, a->t[LORA_GATE], a->ln2, C, F, li, LORA_GATE, drop);
+    if (l->on[LORA_UP]) lora_fwd(c, a->gu + F, 2 * F, a->t[LORA_UP], a->ln2, C, F, li, LORA_UP, drop);
+    k_swiglu_fwd(c->act, a->gu, N, F, c->stream);
+    CUDA_CHECK(cudaMemcpyAsync(x_out, a->x_mid, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
+    gemm_linear_fwd(c->gemm, x_out, C, c->act, F, w->w_d, F, N, C, F, nullptr, 1.0f, 1.0f);
+    if (l->on[LORA_DOWN]) lora_fwd(c, x_out, C, a->t[LORA_DOWN], c->act, F, C, li, LORA_DOWN, drop);
+}
+
+// dres: gradient of the layer output on entry, of its input on return.
+static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
+    const model_dims *d = &c->d;
+    size_t N = c->N, C = d->hidden, F = d->inter, D = d->head_dim;
+    layer_w *w = &c->lw[li];
+    const lora_layout *l = c->l;
+    // MLP
+    k_swiglu_fwd(c->act, a->gu, N, F, c->stream);   // recomputed: cheaper than keeping it
+    gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f);
+    if (l->on[LORA_DOWN]) lora_bwd(c, c->dact, c->dres, C, a->t[LORA_DOWN], c->act, F, C, li, LORA_DOWN, drop);
+    k_swiglu_bwd(c->dgu, c->dact, a->gu, N, F, c->stream);
+    gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f);
+    if (l->on[LORA_GATE]) lora_bwd(c, c->dln, c->dgu, 2 * F, a->t[LORA_GATE], a->ln2, C, F, li, LORA_GATE, drop);
+    if (l->on[LORA_UP]) lora_bwd(c, c->dln, c->dgu + F, 2 * F, a->t[LORA_UP], a->ln2, C, F, li, LORA_UP, drop);
+    k_rmsnorm_bwd(c->dres, c->dln, a->x_mid, a->rstd2, w->ln2, N, C, 1, c->stream);
+    // attention
+    gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f);
+    if (l->on[LORA_O]) lora_bwd(c, c->datt, c->dres, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
+    k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
+    k_rope(c->dqkv_buf, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 1, c->stream);
+    k_rope(c->dqkv_buf, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
+    gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f);
+    size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
+    for (int m = LORA_Q; m <= LORA_V; m++)
+        if (l->on[m]) lora_bwd(c, c->dln, c->dqkv_buf + col[m], c->dqkv, a->t[m], a->ln1, C, out[m], li, m, drop);
+    k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
+}
+
+// ---- micro-batch upload ----------------------------------------------------------
+static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
+    size_t N = mb->n_tok;
+    c->N = N;
+    c->n_seq = mb->n_seq;
+    // Host staging (pinned): ids | pos | seq | qblocks | target rows | target ids
+    std::vector<int32_t> qb;
+    for (size_t s = 0; s < mb->n_seq; s++) {
+        size_t L = mb->seq_start[s + 1] - mb->seq_start[s];
+        for (size_t q0 = 0; q0 < L; q0 += ATT_BQ) { qb.push_back((int32_t)s); qb.push_back((int32_t)q0); }
+    }
+    c->n_qb = qb.size() / 2;
+    size_t need = 2 * N + mb->n_seq + 1 + qb.size() + 2 * N;
+    if (need > c->h_stage_n) die_at(__FILE__, __LINE__, "micro-batch larger than sized for");
+    int32_t *h = c->h_stage, *hids = h, *hpos = h + N, *hseq = hpos + N, *hqb = hseq + mb->n_seq + 1;
+    int32_t *hrow = hqb + qb.size(), *htok = hrow + N;
+    size_t nt = 0;
+    for (size_t s = 0; s < mb->n_seq; s++) {
+        size_t t0 = mb->seq_start[s], t1 = mb->seq_start[s + 1];
+        hseq[s] = (int32_t)t0;
+        for (size_t t = t0; t < t1; t++) {
+            hids[t] = (int32_t)mb->ids[t];
+            hpos[t] = (int32_t)(t - t0);
+            if (t + 1 < t1 && mb->labels[t + 1] != -100) { hrow[nt] = (int32_t)t; htok[nt] = mb->labels[t + 1]; nt++; }
+        }
+    }
+    hseq[mb->n_seq] = (int32_t)N;
+    memcpy(hqb, qb.data(), qb.size() * sizeof(int32_t));
+    c->n_t = nt;
+    cudaStream_t s = c->stream;
+    CUDA_CHECK(cudaMemcpyAsync(c->ids, hids, N * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->pos, hpos, N * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->seq, hseq, (mb->n_seq + 1) * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->qblocks, hqb, qb.size() * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->trow, hrow, nt * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->ttok, htok, nt * 4, cudaMemcpyHostToDevice, s));
+    size_t maxL = 0;
+    for (size_t q = 0; q < mb->n_seq; q++) maxL = std::max(maxL, (size_t)(mb->seq_start[q + 1] - mb->seq_start[q]));
+    c->as = att_shape{mb->n_seq, N, c->d.heads, c->d.kv_heads, c->d.head_dim, c->dqkv, c->seq, c->qblocks, c->n_qb, maxL};
+    // Staging is reused by the next batch: wait until these copies have left it.
+    CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+static bfh *x_at(cuda_ctx *c, size_t i) { return c->x_layers + i * c->max_tok * c->d.hidden; }
+static layer_acts *acts_of(cuda_ctx *c, size_t i) {
+    layer_acts *a = &c->la[c->recompute ? 0 : i];
+    a->x_in = x_at(c, i);
+    return a;
+}
+
+// Forward of the whole model; returns the summed loss over targets; with
+// grad, the backward pass adds inv_n-scaled LoRA gradients.
+static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg drop, int grad) {
+    if (mb->n_tok == 0) return 0.0;
+    upload_batch(c, mb);
+    size_t N = c->N, C = c->d.hidden, L = c->d.layers, V = c->d.vocab;
+    cudaStream_t s = c->stream;
+    k_embed(x_at(c, 0), c->embed, c->ids, N, C, s);
+    for (size_t i = 0; i < L; i++) layer_fwd(c, i, acts_of(c, i), x_at(c, i), x_at(c, i + 1), drop);
+    const bfh *xL = x_at(c, L);
+    k_rmsnorm_fwd(c->lnf, c->rstdf, xL, c->norm_f, N, C, (float)c->d.rms_eps, s);
+    // The loss over target rows only, in chunks of logit_rows: the full logits never exist.
+    if (grad) CUDA_CHECK(cudaMemsetAsync(c->dln, 0, N * C * 2, s));
+    for (size_t r0 = 0; r0 < c->n_t; r0 += c->logit_rows) {
+        size_t cn = std::min(c->logit_rows, c->n_t - r0);
+        k_gather_rows(c->hc, c->lnf, c->trow + r0, cn, C, s);
+        gemm_linear_fwd(c->gemm, c->logits, V, c->hc, C, c->lm_head, C, cn, V, C, nullptr, 1.0f, 0.0f);
+        k_xent_fwd_bwd(c->logits, c->row_loss + r0, c->ttok + r0, cn, V, inv_n, grad, s);
+        if (grad) {
+            gemm_linear_dx(c->gemm, c->hc, C, c->logits, V, c->lm_head, C, cn, V, C, 1.0f, 0.0f);
+            k_scatter_rows(c->dln, c->hc, c->trow + r0, cn, C, s);
+        }
+    }
+    float loss = 0.0f;
+    if (c->n_t) {
+        k_sum(c->loss_sum, c->row_loss, c->n_t, s);
+        CUDA_CHECK(cudaMemcpyAsync(&loss, c->loss_sum, 4, cudaMemcpyDeviceToHost, s));
+    }
+    if (grad) {
+        CUDA_CHECK(cudaMemsetAsync(c->dres, 0, N * C * 2, s));
+        k_rmsnorm_bwd(c->dres, c->dln, xL, c->rstdf, c->norm_f, N, C, 1, s);
+        for (size_t i = L; i-- > 0;) {
+            layer_acts *a = acts_of(c, i);
+            // Recompute rebuilds the layer from its saved input; the output it
+            // rewrites into x_at(i + 1) is bit-identical to what is there.
+            if (c->recompute) layer_fwd(c, i, a, x_at(c, i), x_at(c, i + 1), drop);
+            layer_bwd(c, i, a, drop);
+        }
+    }
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    return (double)loss;
+}
+
+// ---- the backend interface -----------------------------------------------------
+static cuda_ctx *ctx_of(backend *b) { return (cuda_ctx *)b->ctx; }
+
+static void refresh_bf16(cuda_ctx *c) {
+    k_f32_to_bf16(c->params_bf, c->params, c->l->n_params, 1.0f, c->stream);
+}
+
+static void cu_set_state(backend *b, const float *p, const float *m, const float *v) {
+    cuda_ctx *c = ctx_of(b);
+    size_t n = c->l->n_params * sizeof(float);
+    CUDA_CHECK(cudaMemcpy(c->params, p, n, cudaMemcpyHostToDevice));
+    if (m) CUDA_CHECK(cudaMemcpy(c->mom1, m, n, cudaMemcpyHostToDevice)); else CUDA_CHECK(cudaMemset(c->mom1, 0, n));
+    if (v) CUDA_CHECK(cudaMemcpy(c->mom2, v, n, cudaMemcpyHostToDevice)); else CUDA_CHECK(cudaMemset(c->mom2, 0, n));
+    refresh_bf16(c);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+static void cu_get_state(backend *b, float *p, float *m, float *v) {
+    cuda_ctx *c = ctx_of(b);
+    size_t n = c->l->n_params * sizeof(float);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    if (p) CUDA_CHECK(cudaMemcpy(p, c->params, n, cudaMemcpyDeviceToHost));
+    if (m) CUDA_CHECK(cudaMemcpy(m, c->mom1, n, cudaMemcpyDeviceToHost));
+    if (v) CUDA_CHECK(cudaMemcpy(v, c->mom2, n, cudaMemcpyDeviceToHost));
+}
+
+static void cu_zero_grads(backend *b) {
+    cuda_ctx *c = ctx_of(b);
+    CUDA_CHECK(cudaMemsetAsync(c->grads, 0, c->l->n_params * sizeof(float), c->stream));
+}
+
+static void cu_get_grads(backend *b, float *g) {
+    cuda_ctx *c = ctx_of(b);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaMemcpy(g, c->grads, c->l->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+static double cu_micro_step(backend *b, const micro_batch *mb, float inv_n, dropout_cfg drop) {
+    return run(ctx_of(b), mb, inv_n, drop, 1);
+}
+
+static double cu_eval_loss(backend *b, const micro_batch *mb) {
+    dropout_cfg none = {0.0f, 0};
+    return run(ctx_of(b), mb, 0.0f, none, 0);
+}
+
+static void cu_reduce_grads(backend *b) { (void)b; }
+
+static double cu_grad_norm(backend *b) {
+    cuda_ctx *c = ctx_of(b);
+    size_t nt = c->l->n_tensors;
+    k_sumsq_per_tensor(c->sumsq, c->grads, c->tensor_off_dev, nt, c->stream);
+    std::vector<float> ss(nt);
+    CUDA_CHECK(cudaMemcpyAsync(ss.data(), c->sumsq, nt * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return grad_norm_from_sumsq(ss.data(), nt);
+}
+
+static void cu_adamw(backend *b, float clip, double lr, size_t step) {
+    cuda_ctx *c = ctx_of(b);
+    adamw_scalars a = adamw_scalars_for(c->oc, lr, step);
+    k_adamw(c->params, c->grads, c->mom1, c->mom2, c->l->n_params, clip, a.decay, a.w1, a.b2, a.w2, a.step_size,
+            a.bc2_sqrt, a.eps, c->stream);
+    refresh_bf16(c);
+}
+
+static void cu_report(backend *b) {
+    cuda_ctx *c = ctx_of(b);
+    char w[32], l[32], a[32], k[32];
+    cudaDeviceProp prop;
+    int dev;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16), LoRA state %s, activations %s%s, workspace %s; "
+            "logit chunk %zu rows\n", dev, prop.name, fmt_bytes((double)c->weights.cap, w, sizeof w),
+            fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->acts.cap, a, sizeof a),
+            c->recompute ? " (recompute)" : "", fmt_bytes((double)c->work.cap, k, sizeof k), c->logit_rows);
+}
+
+static void cu_destroy(backend *b) {
+    cuda_ctx *c = ctx_of(b);
+    gemm_destroy(c->gemm);
+    c->weights.release(); c->lora.release(); c->acts.release(); c->work.release();
+    cudaFreeHost(c->h_stage);
+    cudaStreamDestroy(c->stream);
+    free(c->tensor_off_host);
+    delete c;
+    free(b);
+}
+
+// ---- start-up: arenas and weights ------------------------------------------------------
+// Copy one checkpoint tensor (any float dtype) into device bf16 at dst, through
+// a pinned staging buffer; rows of a fused matrix land at their offset.
+struct uploader {
+    cudaStream_t s;
+    uint16_t *pinned[2]; size_t cap; int which = 0;
+    cudaEvent_t done[2];
+    void init(cudaStream_t st, size_t bytes) {
+        s = st; cap = bytes / 2;
+        for (int i = 0; i < 2; i++) {
+            CUDA_CHECK(cudaHostAlloc((void **)&pinned[i], cap * 2, cudaHostAllocDefault));
+            CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
+        }
+    }
+    void put(bfh *dst, const st_tensor *t) {
+        size_t n = t->numel;
+        for (size_t off = 0; off < n; off += cap) {
+            size_t k = std::min(cap, n - off);
+            CUDA_CHECK(cudaEventSynchronize(done[which]));
+            uint16_t *buf = pinned[which];
+            if (t->dtype == DT_BF16) {
+                const uint16_t *src = (const uint16_t *)t->data + off;
+                #pragma omp parallel for schedule(static)
+                for (size_t i = 0; i < k; i += 1 << 16) memcpy(buf + i, src + i, std::min((size_t)1 << 16, k - i) * 2);
+            } else if (t->dtype == DT_F32) {
+                const float *src = (const float *)t->data + off;
+                #pragma omp parallel for schedule(static)
+                for (size_t i = 0; i < k; i++) buf[i] = f32_to_bf16(src[i]);
+            } else if (t->dtype == DT_F16) {
+                const uint16_t *src = (const uint16_t *)t->data + off;
+                #pragma omp parallel for schedule(static)
+                for (size_t i = 0; i < k; i++) buf[i] = f32_to_bf16(f16_to_f32(src[i]));
+            } else {
+                die("tensor %s: dtype %s cannot be trained from", t->name, dtype_name(t->dtype));
+            }
+            CUDA_CHECK(cudaMemcpyAsync(dst + off, buf, k * 2, cudaMemcpyHostToDevice, s));
+            CUDA_CHECK(cudaEventRecord(done[which], s));
+            which ^= 1;
+        }
+    }
+    void finish() {
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        for (int i = 0; i < 2; i++) { cudaFreeHost(pinned[i]); cudaEventDestroy(done[i]); }
+    }
+};
+
+static const st_tensor *need(const hf_model *hm, const char *name) {
+    const st_tensor *t = hf_model_tensor(hm, name);
+    if (!t) die("%s: tensor %s is missing", hm->dir, name);
+    return t;
+}
+
+extern "C" int cuda_available(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d, const void *model,
+                                        const lora_layout *l, const optim_cfg *oc, size_t max_tokens, size_t max_len) {
+    if (!cuda_available()) die("--device cuda: no CUDA GPU is visible (%s)", "cudaGetDeviceCount found none");
+    const hf_model *hm = (const hf_model *)model;
+    cuda_ctx *c = new cuda_ctx();
+    c->d = *d; c->l = l; c->oc = oc; c->recompute = o->recompute;
+    c->max_tok = max_tokens ? max_tokens : 1;
+    c->max_len = max_len;
+    c->qd = d->heads * d->head_dim;
+    c->kvd = d->kv_heads * d->head_dim;
+    c->dqkv = c->qd + 2 * c->kvd;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    size_t C = d->hidden, F = d->inter, V = d->vocab, L = d->layers, N = c->max_tok, r = l->r;
+
+    // Weights.
+    sizer sw;
+    sw.add<bfh>(V * C);
+    if (!d->tied) sw.add<bfh>(V * C);
+    sw.add<bfh>(C);
+    for (size_t i = 0; i < L; i++) {
+        sw.add<bfh>(c->dqkv * C); sw.add<bfh>(c->dqkv); sw.add<bfh>(C * c->qd); sw.add<bfh>(2 * F * C);
+        sw.add<bfh>(C * F); sw.add<bfh>(C); sw.add<bfh>(C);
+    }
+    sw.add<float>(d->head_dim / 2);
+    c->weights.init("weights", sw.bytes);
+    uploader up;
+    up.init(c->stream, 256u << 20);
+    c->embed = c->weights.take<bfh>(V * C);
+    up.put(c->embed, need(hm, "model.embed_tokens.weight"));
+    if (d->tied) c->lm_head = c->embed;
+    else { c->lm_head = c->weights.take<bfh>(V * C); up.put(c->lm_head, need(hm, "lm_head.weight")); }
+    c->norm_f = c->weights.take<bfh>(C);
+    up.put(c->norm_f, need(hm, "model.norm.weight"));
+    c->lw.resize(L);
+    char name[160];
+    for (size_t i = 0; i < L; i++) {
+        layer_w *w = &c->lw[i];
+#define T(suffix) (snprintf(name, sizeof name, "model.layers.%zu.%s", i, suffix), need(hm, name))
+        w->w_qkv = c->weights.take<bfh>(c->dqkv * C);
+        up.put(w->w_qkv, T("self_attn.q_proj.weight"));
+        up.put(w->w_qkv + c->qd * C, T("self_attn.k_proj.weight"));
+        up.put(w->w_qkv + (c->qd + c->kvd) * C, T("self_attn.v_proj.weight"));
+        w->b_qkv = c->weights.take<bfh>(c->dqkv);
+        up.put(w->b_qkv, T("self_attn.q_proj.bias"));
+        up.put(w->b_qkv + c->qd, T("self_attn.k_proj.bias"));
+        up.put(w->b_qkv + c->qd + c->kvd, T("self_attn.v_proj.bias"));
+        w->w_o = c->weights.take<bfh>(C * c->qd);
+        up.put(w->w_o, T("self_attn.o_proj.weight"));
+        w->w_gu = c->weights.take<bfh>(2 * F * C);
+        up.put(w->w_gu, T("mlp.gate_proj.weight"));
+        up.put(w->w_gu + F * C, T("mlp.up_proj.weight"));
+        w->w_d = c->weights.take<bfh>(C * F);
+        up.put(w->w_d, T("mlp.down_proj.weight"));
+        w->ln1 = c->weights.take<bfh>(C);
+        up.put(w->ln1, T("input_layernorm.weight"));
+        w->ln2 = c->weights.take<bfh>(C);
+        up.put(w->ln2, T("post_attention_layernorm.weight"));
+#undef T
+    }
+    up.finish();
+    {   // RoPE frequencies in fp32, as transformers computes them
+        std::vector<float> inv(d->head_dim / 2);
+        for (size_t i = 0; i < inv.size(); i++)
+            inv[i] = 1.0f / powf((float)d->rope_theta, (float)(2 * i) / (float)d->head_dim);
+        c->inv_freq = c->weights.take<float>(inv.size());
+        CUDA_CHECK(cudaMemcpy(c->inv_freq, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+    }
+
+    // LoRA state.
+    size_t P = l->n_params, nt = l->n_tensors;
+    sizer sl;
+    for (int i = 0; i < 4; i++) sl.add<float>(P);
+    sl.add<bfh>(P); sl.add<size_t>(nt + 1); sl.add<float>(nt);
+    c->lora.init("lora", sl.bytes);
+    c->params = c->lora.take<float>(P); c->grads = c->lora.take<float>(P);
+    c->mom1 = c->lora.take<float>(P); c->mom2 = c->lora.take<float>(P);
+    c->params_bf = c->lora.take<bfh>(P);
+    c->tensor_off_host = lora_tensor_offsets(l);
+    c->tensor_off_dev = c->lora.take<size_t>(nt + 1);
+    CUDA_CHECK(cudaMemcpy(c->tensor_off_dev, c->tensor_off_host, (nt + 1) * sizeof(size_t), cudaMemcpyHostToDevice));
+    c->sumsq = c->lora.take<float>(nt ? nt : 1);
+
+    // Activations: every layer's input, plus the rest per layer (or one shared set with recompute).
+    size_t H = d->heads, nsets = c->recompute ? 1 : L;
+    sizer sa;
+    sa.add<bfh>((L + 1) * N * C);
+    for (size_t i = 0; i < nsets; i++) {
+        sa.add<bfh>(N * C); sa.add<bfh>(N * c->dqkv); sa.add<bfh>(N * c->qd); sa.add<bfh>(N * C);
+        sa.add<bfh>(N * C); sa.add<bfh>(N * 2 * F);
+        sa.add<float>(N); sa.add<float>(H * N); sa.add<float>(N);
+        for (int m = 0; m < LORA_NMOD; m++) if (l->on[m]) sa.add<bfh>(N * r);
+    }
+    c->acts.init("activations", sa.bytes);
+    c->x_layers = c->acts.take<bfh>((L + 1) * N * C);
+    c->la.resize(nsets);
+    for (size_t i = 0; i < nsets; i++) {
+        layer_acts *a = &c->la[i];
+        a->ln1 = c->acts.take<bfh>(N * C); a->qkv = c->acts.take<bfh>(N * c->dqkv);
+        a->att = c->acts.take<bfh>(N * c->qd); a->x_mid = c->acts.take<bfh>(N * C);
+        a->ln2 = c->acts.take<bfh>(N * C); a->gu = c->acts.take<bfh>(N * 2 * F);
+        a->rstd1 = c->acts.take<float>(N); a->lse = c->acts.take<float>(H * N); a->rstd2 = c->acts.take<float>(N);
+        for (int m = 0; m < LORA_NMOD; m++) a->t[m] = l->on[m] ? c->acts.take<bfh>(N * r) : nullptr;
+    }
+
+    // Workspace; the logits chunk is the one large buffer, sized by memory mode.
+    c->logit_rows = std::min(N, (size_t)(c->recompute ? 256 : 2048));
+    size_t wsb = 32u << 20, maxIF = std::max(C, F);
+    sizer sk;
+    sk.add<bfh>(N * C); sk.add<float>(N);                        // lnf, rstdf
+    sk.add<bfh>(N * C); sk.add<bfh>(N * C);                      // dres, dln
+    sk.add<bfh>(N * c->dqkv); sk.add<bfh>(N * c->qd);            // dqkv, datt
+    sk.add<bfh>(N * F); sk.add<bfh>(N * 2 * F); sk.add<bfh>(N * F);   // dact, dgu, act
+    sk.add<bfh>(o->lora_dropout > 0 ? N * std::max(maxIF, c->qd) : 1);   // dropout scratch
+    sk.add<bfh>(c->logit_rows * C); sk.add<bfh>(c->logit_rows * V);
+    sk.add<bfh>(N * r); sk.add<float>(H * N); sk.add<float>(N); sk.add<float>(1);
+    sk.add<int32_t>(N); sk.add<int32_t>(N); sk.add<int32_t>(N + 1); sk.add<int32_t>(2 * (2 * N + 64)); sk.add<int32_t>(N);
+    sk.add<int32_t>(N);
+    c->work.init("workspace", sk.bytes);
+    c->lnf = c->work.take<bfh>(N * C); c->rstdf = c->work.take<float>(N);
+    c->dres = c->work.take<bfh>(N * C); c->dln = c->work.take<bfh>(N * C);
+    c->dqkv_buf = c->work.take<bfh>(N * c->dqkv); c->datt = c->work.take<bfh>(N * c->qd);
+    c->dact = c->work.take<bfh>(N * F); c->dgu = c->work.take<bfh>(N * 2 * F); c->act = c->work.take<bfh>(N * F);
+    c->drop = c->work.take<bfh>(o->lora_dropout > 0 ? N * std::max(maxIF, c->qd) : 1);
+    c->hc = c->work.take<bfh>(c->logit_rows * C); c->logits = c->work.take<bfh>(c->logit_rows * V);
+    c->dt = c->work.take<bfh>(N * r); c->delta = c->work.take<float>(H * N); c->row_loss = c->work.take<float>(N);
+    c->loss_sum = c->work.take<float>(1);
+    c->ids = c->work.take<int32_t>(N); c->pos = c->work.take<int32_t>(N); c->seq = c->work.take<int32_t>(N + 1);
+    c->qblocks = c->work.take<int32_t>(2 * (2 * N + 64)); c->trow = c->work.take<int32_t>(N);
+    c->ttok = c->work.take<int32_t>(N);
+    c->gemm = gemm_create(wsb, c->stream);
+    c->h_stage_n = 2 * N + (N + 1) + 2 * (2 * N + 64) + 2 * N;
+    CUDA_CHECK(cudaHostAlloc((void **)&c->h_stage, c->h_stage_n * 4, cudaHostAllocDefault));
+
+    backend *b = (backend *)xcalloc(1, sizeof *b);
+    b->name = "cuda";
+    b->ctx = c;
+    b->set_state = cu_set_state; b->get_state = cu_get_state; b->zero_grads = cu_zero_grads; b->get_grads = cu_get_grads;
+    b->micro_step = cu_micro_step; b->eval_loss = cu_eval_loss; b->reduce_grads = cu_reduce_grads;
+    b->grad_norm = cu_grad_norm; b->adamw = cu_adamw; b->report = cu_report; b->destroy = cu_destroy;
+    return b;
+}

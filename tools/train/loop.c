@@ -1,0 +1,210 @@
+// tools/train/loop.c: the Trainer's loop, step for step (spec §2, §4):
+// windows of accum micro-batches that never cross an epoch, each micro-batch's
+// summed loss divided by the window's target-token count, clipping on the
+// global norm, AdamW, the schedule stepped after the optimizer, logging,
+// evaluation and checkpoints; SIGINT/SIGTERM end the current step, write a
+// checkpoint and exit.
+#include "train.h"
+#include "check.h"
+#include "hf_model.h"
+#include "metrics.h"
+#include "adapter.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig) {
+    if (stop_signal) { signal(sig, SIG_DFL); raise(sig); }   // a second one: leave now
+    stop_signal = sig;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// What a checkpoint must agree with to be resumed bit-exactly.
+static void make_fingerprint(char *buf, size_t n, const train_opts *o, const train_data *d,
+                             const lora_layout *l, size_t accum, size_t epochs, size_t total) {
+    char tg[128] = "";
+    for (int m = 0; m < LORA_NMOD; m++)
+        if (l->on[m]) { strcat(tg, lora_module_name(m)); strcat(tg, ","); }
+    snprintf(n ? buf : NULL, n,
+             "data=%s/%u accum=%zu epochs=%zu steps=%zu r=%zu alpha=%g rslora=%d dropout=%g targets=%s lr=%g "
+             "schedule=%s warmup=%ld/%g wd=%g clip=%g betas=%g,%g eps=%g seed=%u",
+             train_data_path(d), train_data_max_token(d), accum, epochs, total, l->r, l->alpha, l->rslora,
+             o->lora_dropout, tg, o->lr, sched_name(o->schedule), o->warmup_steps, o->warmup_ratio,
+             o->weight_decay, o->max_grad_norm, o->adam_beta1, o->adam_beta2, o->adam_eps, o->seed);
+}
+
+static double evaluate(backend *b, train_data *ev, size_t *targets_out) {
+    double sum = 0.0;
+    size_t targets = 0;
+    for (size_t i = 0; i < train_data_eval_count(ev); i++) {
+        const micro_batch *mb = train_data_eval_batch(ev, i);
+        targets += micro_batch_targets(mb);
+        sum += b->eval_loss(b, mb);
+    }
+    *targets_out = targets;
+    return targets ? sum / (double)targets : NAN;
+}
+
+int train_run(const train_opts *o) {
+    double t_start = now_s();
+    hf_model model;
+    hf_model_open_or_die(&model, o->model_dir);
+    model_dims dims = train_model_dims(&model);
+
+    train_data *data = train_data_open(o->data_path);
+    if (train_data_max_token(data) >= dims.vocab)
+        die("%s: token id %u is outside the vocabulary of %s (%zu rows); was the pack made with this model's tokenizer?",
+            o->data_path, train_data_max_token(data), o->model_dir, dims.vocab);
+    train_data *eval = NULL;
+    if (o->eval_path) {
+        eval = train_data_open(o->eval_path);
+        if (train_data_max_token(eval) >= dims.vocab)
+            die("%s: token id %u is outside the vocabulary of %s (%zu rows)", o->eval_path,
+                train_data_max_token(eval), o->model_dir, dims.vocab);
+    }
+
+    size_t epochs = o->epochs ? o->epochs : train_data_epochs(data);
+    if (epochs > train_data_epochs(data))
+        die("%s holds %zu epoch(s) but --epochs %zu was asked; re-run pack with --epochs %zu",
+            o->data_path, train_data_epochs(data), epochs, epochs);
+    size_t accum = o->accum ? o->accum : train_data_accum(data);
+    size_t world = 1, rank = 0;
+    size_t total = train_data_steps(data, epochs, accum, world);
+    if (o->max_steps >= 0 && (size_t)o->max_steps < total) total = (size_t)o->max_steps;
+    if (total == 0) die("%s: no optimizer step to run (no micro-batches)", o->data_path);
+
+    // LoRA settings: an initial adapter brings its own r, alpha and targets.
+    lora_layout l;
+    adapter_init init = {0};
+    if (o->init_adapter) adapter_init_read(&init, o->init_adapter, &model);
+    lora_layout_init(&l, &dims, o->init_adapter ? init.r : o->lora_r, o->init_adapter ? init.alpha : o->lora_alpha,
+                     o->init_adapter ? init.rslora : o->rslora, o->init_adapter ? init.on : o->targets);
+
+    optim_cfg oc = {.lr = o->lr, .beta1 = o->adam_beta1, .beta2 = o->adam_beta2, .eps = o->adam_eps,
+                    .weight_decay = o->weight_decay, .max_grad_norm = o->max_grad_norm, .sched = o->schedule,
+                    .total_steps = total};
+    oc.warmup_steps = o->warmup_steps >= 0 ? (size_t)o->warmup_steps : warmup_from_ratio(total, o->warmup_ratio);
+
+    size_t max_tokens, max_len;
+    train_data_max_batch(data, &max_tokens, &max_len);
+    if (eval) {
+        size_t et, el;
+        train_data_max_batch(eval, &et, &el);
+        if (et > max_tokens) max_tokens = et;
+        if (el > max_len) max_len = el;
+    }
+    backend *b = NULL;
+    int want_cuda = o->device == DEV_CUDA || (o->device == DEV_AUTO && cuda_available());
+    if (want_cuda) b = cuda_backend_create(o, &dims, &model, &l, &oc, max_tokens, max_len);
+    else b = cpu_backend_create(o, &dims, &model, &l, &oc, max_tokens, max_len);
+
+    char fp[1024];
+    make_fingerprint(fp, sizeof fp, o, data, &l, accum, epochs, total);
+    train_state st = {0};
+    st.params = xcalloc(l.n_params, sizeof(float));
+    st.m = xcalloc(l.n_params, sizeof(float));
+    st.v = xcalloc(l.n_params, sizeof(float));
+    size_t start = 0;
+    if (o->resume && checkpoint_load_latest(o, &l, &st, fp) == 0) {
+        start = st.step;
+        b->set_state(b, st.params, st.m, st.v);
+        fprintf(stderr, "train: resuming from %s/checkpoint-%zu\n", o->out_dir, start);
+    } else {
+        if (o->resume) fprintf(stderr, "train: --resume: no checkpoint in %s, starting from step 0\n", o->out_dir);
+        if (o->init_adapter) adapter_init_params(&init, &l, st.params);
+        else lora_init_peft(&l, st.params, o->seed, train_model_is_half(&model));
+        b->set_state(b, st.params, NULL, NULL);
+    }
+    adapter_init_free(&init);
+
+    metrics mt;
+    metrics_open(&mt, o->out_dir, start, total, o->quiet);
+    fprintf(stderr, "train: %s backend; %zu layers, hidden %zu, vocab %zu; LoRA r=%zu alpha=%g%s on", b->name,
+            dims.layers, dims.hidden, dims.vocab, l.r, l.alpha, l.rslora ? " (rsLoRA)" : "");
+    for (int m = 0; m < LORA_NMOD; m++) if (l.on[m]) fprintf(stderr, " %s", lora_module_name(m));
+    fprintf(stderr, ": %zu trainable parameters\n", l.n_params);
+    fprintf(stderr, "train: %zu optimizer steps (%zu epoch(s), %zu micro-batches per step), warm-up %zu, %s schedule, lr %g\n",
+            total, epochs, accum, oc.warmup_steps, sched_name(oc.sched), oc.lr);
+    b->report(b);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    train_window w;
+    size_t last_saved = start;
+    mt.t0 = now_s();
+    fprintf(stderr, "train: start-up took %.2f s\n", mt.t0 - t_start);
+    for (size_t step = start; step < total; step++) {
+        train_data_window(data, step, accum, world, rank, epochs, &w);
+        double inv = w.targets_global ? 1.0 / (double)w.targets_global : 0.0;
+        b->zero_grads(b);
+        double sum = 0.0;
+        for (size_t k = 0; k < w.n_mb; k++) {
+            dropout_cfg drop = {(float)o->lora_dropout, ((uint64_t)o->seed << 40) ^ ((uint64_t)step << 8) ^ k};
+            if (w.mb[k].n_tok) sum += b->micro_step(b, &w.mb[k], (float)inv, drop);
+        }
+        b->reduce_grads(b);
+        if (o->debug_grads && step == start) {
+            float *g = xmalloc(l.n_params * sizeof(float));
+            b->get_grads(b, g);
+            lora_arena_save(&l, g, o->debug_grads);
+            free(g);
+        }
+        double loss = w.targets_global ? sum * inv : 0.0;
+        double norm = b->grad_norm(b);
+        if (!isfinite(loss) || !isfinite(norm)) {
+            metrics_close(&mt);
+            die("step %zu: %s is %s; stopping without applying it (last checkpoint: %s)", step + 1,
+                isfinite(loss) ? "the gradient norm" : "the loss", isnan(isfinite(loss) ? norm : loss) ? "NaN" : "infinite",
+                last_saved ? "kept in --out" : "none");
+        }
+        double lr = oc.lr * sched_lambda(&oc, step);
+        b->adamw(b, clip_coef(oc.max_grad_norm, norm), lr, step + 1);
+        metrics_step(&mt, step + 1, w.epoch, loss, lr, norm, w.tokens_global, w.targets_global, now_s());
+
+        int last = step + 1 == total;
+        if (eval && o->eval_steps && ((step + 1) % o->eval_steps == 0 || last)) {
+            size_t et;
+            double el = evaluate(b, eval, &et);
+            metrics_eval(&mt, step + 1, el, et);
+        }
+        if (o->interrupt_after >= 0 && step + 1 == (size_t)o->interrupt_after) stop_signal = SIGINT;
+        int save = (o->save_steps && (step + 1) % o->save_steps == 0) || stop_signal;
+        if (save && !last) {
+            st.step = step + 1;
+            b->get_state(b, st.params, st.m, st.v);
+            checkpoint_save(o, &l, &dims, &st, total, fp);
+            last_saved = step + 1;
+        }
+        if (stop_signal && !last) {
+            metrics_close(&mt);
+            fprintf(stderr, "train: interrupted by %s after step %zu; checkpoint written to %s/checkpoint-%zu; "
+                    "continue with --resume\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1, o->out_dir, step + 1);
+            exit(128 + stop_signal);
+        }
+    }
+    b->get_state(b, st.params, NULL, NULL);
+    adapter_write_final(o, &l, st.params, o->out_dir);
+    metrics_close(&mt);
+    fprintf(stderr, "train: done; adapter written to %s (adapter_model.safetensors, adapter_config.json)\n", o->out_dir);
+    b->destroy(b);
+    free(st.params); free(st.m); free(st.v);
+    lora_layout_free(&l);
+    train_data_close(data);
+    if (eval) train_data_close(eval);
+    hf_model_close(&model);
+    return 0;
+}

@@ -1,0 +1,94 @@
+// tools/train/train.h: options of one training run and the pieces of the
+// trainer that the loop ties together.
+#ifndef LORAPIPE_TRAIN_H
+#define LORAPIPE_TRAIN_H
+#include <stddef.h>
+#include <stdint.h>
+#include "adapter.h"
+#include "backend.h"
+#include "hf_model.h"
+#include "lora.h"
+#include "optim.h"
+
+typedef enum { DEV_AUTO, DEV_CPU, DEV_CUDA } device_kind;
+
+typedef struct {
+    const char *model_dir, *data_path, *out_dir, *plan_path, *init_adapter, *eval_path;
+    device_kind device;
+    size_t lora_r; double lora_alpha, lora_dropout; int rslora; int targets[LORA_NMOD];
+    double lr, warmup_ratio, weight_decay, max_grad_norm, adam_beta1, adam_beta2, adam_eps;
+    long warmup_steps;         // -1: use the ratio
+    sched_kind schedule;
+    size_t epochs;             // 0: every epoch in the pack
+    size_t accum;              // 0: the pack's
+    long max_steps;            // -1: none
+    uint32_t seed;
+    int resume;
+    size_t save_steps, save_total_limit, eval_steps;
+    int threads;
+    int recompute;             // CUDA: recompute each layer in the backward pass
+    int quiet;
+    const char *debug_grads;   // write step 1's pre-clip gradients here (safetensors, PEFT keys)
+    long interrupt_after;      // act as if SIGINT arrived after this step (tests); -1: never
+} train_opts;
+
+// ---- data (data.c): micro-batches and windows from a pack -------------------
+typedef struct train_data train_data;
+train_data *train_data_open(const char *path);
+void train_data_close(train_data *d);
+const char *train_data_path(const train_data *d);
+size_t train_data_epochs(const train_data *d);
+size_t train_data_accum(const train_data *d);
+uint32_t train_data_max_token(const train_data *d);
+// Largest micro-batch (tokens) and longest sequence, for sizing arenas.
+void train_data_max_batch(const train_data *d, size_t *max_tokens, size_t *max_len);
+// Optimizer steps over the first `epochs` epochs with windows of accum x world micro-batches.
+size_t train_data_steps(const train_data *d, size_t epochs, size_t accum, size_t world);
+// The micro-batches of step w for rank r (n_mb == accum; empty ones have n_tok 0),
+// the window's global target count, and the epoch (fractional, at the window's end).
+typedef struct {
+    micro_batch *mb; size_t n_mb;
+    size_t targets_global, tokens_global;
+    double epoch;
+} train_window;
+void train_data_window(train_data *d, size_t step, size_t accum, size_t world, size_t rank, size_t epochs,
+                       train_window *w);
+// Every micro-batch of epoch 0 in order, for evaluation (index i < count).
+size_t train_data_eval_count(const train_data *d);
+const micro_batch *train_data_eval_batch(train_data *d, size_t i);
+
+// ---- model and initial adapter (model_glue.c) --------------------------------
+model_dims train_model_dims(const hf_model *m);
+int train_model_is_half(const hf_model *m);   // bf16/fp16 weights: LoRA init rounds A through bf16
+typedef struct {
+    size_t r; double alpha; int rslora; int on[LORA_NMOD];
+    adapter *a;
+} adapter_init;
+void adapter_init_read(adapter_init *ai, const char *dir, const hf_model *m);
+void adapter_init_params(const adapter_init *ai, const lora_layout *l, float *params);
+void adapter_init_free(adapter_init *ai);
+
+// ---- checkpoints (checkpoint.c) ---------------------------------------------
+typedef struct {
+    size_t step;
+    float *params, *m, *v;     // n_params each
+} train_state;
+void checkpoint_save(const train_opts *o, const lora_layout *l, const model_dims *dims, const train_state *s,
+                     size_t total_steps, const char *fingerprint);
+// Highest complete checkpoint in out_dir; returns 0 and fills s, -1 if none.
+int checkpoint_load_latest(const train_opts *o, const lora_layout *l, train_state *s, const char *fingerprint);
+// Write a LoRA-shaped arena (gradients, say) as safetensors with PEFT keys.
+void lora_arena_save(const lora_layout *l, const float *arena, const char *path);
+void adapter_write_final(const train_opts *o, const lora_layout *l, const float *params, const char *dir);
+
+// ---- backends ---------------------------------------------------------------
+backend *cpu_backend_create(const train_opts *o, const model_dims *dims, const void *model, const lora_layout *l,
+                            const optim_cfg *oc, size_t max_tokens, size_t max_len);
+int cuda_available(void);
+backend *cuda_backend_create(const train_opts *o, const model_dims *dims, const void *model, const lora_layout *l,
+                             const optim_cfg *oc, size_t max_tokens, size_t max_len);
+
+// ---- the loop ---------------------------------------------------------------
+int train_run(const train_opts *o);
+
+#endif
