@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# bench/device_run.sh: what one call on the GPU machine runs, from the repo root.
+#   bench/device_run.sh STAGE...     stages: info tests model curve speed anchor bench
+# Inputs (built and gathered on the CPU machine, carried in .carry/ and bin/, build/):
+#   .carry/hh.jsonl           tokenize's output for huanhuan (tutorial system prompt, --max-len 128)
+#   .carry/hh_b1a16.pack      pack --batch-size 1 --accum 16 --seed 42 --keep-empty (the tutorial's batches)
+#   .carry/hh_b16.pack        pack --batch-size 16 --accum 1 ... (the same windows as one micro-batch each)
+#   .carry/hf_seed.py, .carry/huanhuan.json, .carry/tok/   the anchor and what it reads
+#   .carry/tools/             bats and jq for the test suites (the image has neither)
+# Logs and results go to $OUT (the device tool brings them back).
+set -u
+OUT=${OUT:-/tmp/lorapipe-out}; mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+export PATH="$PWD/.carry/tools/bin:$PATH" LD_LIBRARY_PATH="$PWD/.carry/tools/lib:${LD_LIBRARY_PATH:-}"
+MODEL=${MODEL:-/tmp/q7}
+STEPS=${STEPS:-20}
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
+
+ours() {  # name pack [extra train args]: one timed run of our trainer on the 7B shape
+    local name=$1 pack=$2; shift 2
+    rm -rf "/tmp/run-$name"
+    /usr/bin/time -v bin/train --device cuda --model "$MODEL" --data "$pack" --out "/tmp/run-$name" \
+        --max-steps "$STEPS" --save-steps 0 --quiet "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    cp "/tmp/run-$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+    # tokens/s as the anchor counts them: real tokens after the first 3 optimizer steps
+    local tps
+    tps=$(jq -s '[.[] | select(.loss != null)] as $m | ($m[3:] | map(.tokens) | add) / ($m[-1].elapsed_s - $m[2].elapsed_s)' \
+          "/tmp/run-$name/metrics.jsonl" 2>/dev/null)
+    local rss; rss=$(grep "Maximum resident" "$OUT/$name.log" | awk '{print $6}')
+    log "ours $name rc=$rc tokens/s=$tps $(grep -E 'start-up took|arenas' "$OUT/$name.log" | tr '\n' ' ') host_rss_kb=$rss"
+}
+
+anchor() {  # variant
+    local v=$1
+    timeout 400 python3 .carry/hf_seed.py .carry/tok .carry/huanhuan.json "$v" "$STEPS" > "$OUT/anchor-$v.log" 2>&1
+    log "anchor $v rc=$? $(grep RESULT "$OUT/anchor-$v.log" | cut -c1-600)"
+}
+
+for stage in "$@"; do
+case $stage in
+info)
+    log info
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$OUT/summary.txt"
+    python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)' | tee -a "$OUT/summary.txt"
+    ldd bin/train | grep -E "not found" | tee -a "$OUT/summary.txt"
+    ;;
+tests)
+    log "kernel tests"
+    build/gpu-tests/test_kernels 2>&1 | tee "$OUT/kernels.log" | tail -n 25
+    log "trainer GPU tests"
+    timeout 300 bats --tap tests/gpu/train_gpu.bats > "$OUT/train_gpu.tap" 2>&1
+    grep -E "^(ok|not ok)|max rel|worst|FAIL" "$OUT/train_gpu.tap" | tee -a "$OUT/summary.txt"
+    ;;
+model)
+    log "random Qwen1.5-7B-shaped model -> $MODEL"
+    [ -e "$MODEL/config.json" ] || python3 bench/make_random_model.py "$MODEL" --shape qwen1.5-7b 2>&1 | tail -n 2 | tee -a "$OUT/summary.txt"
+    ;;
+curve)
+    log "loss curve: transformers + PEFT vs ours, $STEPS steps, dropout 0, same batches and initial adapter"
+    timeout 400 python3 bench/hf_curve.py "$MODEL" .carry/hh.jsonl /tmp/init-adapter "$STEPS" > "$OUT/hf_curve.log" 2>&1
+    grep '^{' "$OUT/hf_curve.log" > "$OUT/hf_curve.jsonl"; grep RESULT "$OUT/hf_curve.log" | tee -a "$OUT/summary.txt"
+    ours curve .carry/hh_b1a16.pack --init-adapter /tmp/init-adapter --lora-dropout 0
+    jq -s -r --slurpfile h "$OUT/hf_curve.jsonl" '[.[] | select(.loss != null)] as $m
+        | [range(0; [$m, $h] | map(length) | min) | {s: (.+1), ours: $m[.].loss, hf: $h[.].loss,
+           rel: (($m[.].loss - $h[.].loss) / $h[.].loss | fabs)}]
+        | (map(.rel) | max) as $w | (.[] | "\(.s) \(.ours) \(.hf) \(.rel)"), "max rel diff \($w)"' \
+        "$OUT/curve.metrics.jsonl" | tee "$OUT/curve_compare.txt" | tail -n 3 | tee -a "$OUT/summary.txt"
+    ;;
+speed)
+    ours fast .carry/hh_b16.pack
+    ours lean .carry/hh_b16.pack --recompute
+    ;;
+anchor)
+    anchor tuned-nockpt
+    ;;
+bench)
+    # alternate, twice each: the anchor's first run on a fresh machine is slow
+    for round in 1 2; do
+        anchor tuned-nockpt
+        ours "fast-$round" .carry/hh_b16.pack
+        anchor tuned
+        ours "lean-$round" .carry/hh_b16.pack --recompute
+    done
+    ;;
+esac
+done
+log done
