@@ -7,9 +7,11 @@
 #   .carry/hh_b16.pack        pack --batch-size 16 --accum 1 ... (the same windows as one micro-batch each)
 #   .carry/hf_seed.py, .carry/huanhuan.json, .carry/tok/   the anchor and what it reads
 #   .carry/tools/             bats and jq for the test suites (the image has neither)
-# Logs and results go to $OUT (the device tool brings them back).
+# Logs and results go to $LOGS; at the end they are packed into $OUT/logs.tgz
+# (the device tool brings back a few files only) beside $OUT/summary.txt.
 set -u
-OUT=${OUT:-/tmp/lorapipe-out}; mkdir -p "$OUT"
+RESULT=${OUT:-/tmp/lorapipe-out}; mkdir -p "$RESULT"
+OUT=/tmp/lorapipe-logs; mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export PATH="$PWD/.carry/tools/bin:$PATH" LD_LIBRARY_PATH="$PWD/.carry/tools/lib:${LD_LIBRARY_PATH:-}"
 MODEL=${MODEL:-/tmp/q7}
@@ -86,3 +88,5 @@ bench)
 esac
 done
 log done
+cp "$OUT/summary.txt" "$RESULT/"
+tar czf "$RESULT/logs.tgz" -C "$OUT" .

@@ -5,6 +5,7 @@
 #include "gemm.h"
 #include <cublasLt.h>
 #include <string.h>
+#include <algorithm>
 
 #define CUBLAS_CHECK(call) do {                                                       \
     cublasStatus_t s_ = (call);                                                       \
@@ -13,19 +14,24 @@
 } while (0)
 
 typedef struct {
+    int used;
     int ta, tb, c_f32, bias;
+    unsigned align;          // min(256, alignment of A, B, C) in bytes: part of the key
     size_t m, n, k, lda, ldb, ldc;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 } plan;
 
-#define PLAN_MAX 512
+// Token counts change from batch to batch, so shapes keep coming: a
+// direct-mapped cache of plans keyed by a hash of the shape, replacing on
+// collision (the heuristic query costs tens of microseconds, a GEMM more).
+#define PLAN_SLOTS 4096
 struct gemm_ctx {
     cublasLtHandle_t lt;
     void *ws; size_t ws_bytes;
     cudaStream_t stream;
-    plan plans[PLAN_MAX]; int n_plans;
+    plan plans[PLAN_SLOTS];
 };
 
 extern "C" gemm_ctx *gemm_create(size_t ws_bytes, cudaStream_t s) {
@@ -37,33 +43,45 @@ extern "C" gemm_ctx *gemm_create(size_t ws_bytes, cudaStream_t s) {
     return g;
 }
 
+extern "C" size_t gemm_workspace_bytes(const gemm_ctx *g) { return g->ws_bytes; }
+
+static void plan_release(plan *p) {
+    if (!p->used) return;
+    cublasLtMatmulDescDestroy(p->op);
+    cublasLtMatrixLayoutDestroy(p->la);
+    cublasLtMatrixLayoutDestroy(p->lb);
+    cublasLtMatrixLayoutDestroy(p->lc);
+    p->used = 0;
+}
+
 extern "C" void gemm_destroy(gemm_ctx *g) {
-    for (int i = 0; i < g->n_plans; i++) {
-        plan *p = &g->plans[i];
-        cublasLtMatmulDescDestroy(p->op);
-        cublasLtMatrixLayoutDestroy(p->la);
-        cublasLtMatrixLayoutDestroy(p->lb);
-        cublasLtMatrixLayoutDestroy(p->lc);
-    }
+    for (int i = 0; i < PLAN_SLOTS; i++) plan_release(&g->plans[i]);
     cudaFree(g->ws);
     cublasLtDestroy(g->lt);
     free(g);
 }
 
 // Column-major problem: C (m, n) = op(A) (m, k) op(B) (k, n).
+static unsigned ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    unsigned al = 256;
+    while (al > 2 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
 static plan *get_plan(gemm_ctx *g, int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb, size_t ldc,
-                      int c_f32, int bias) {
-    for (int i = 0; i < g->n_plans; i++) {
-        plan *p = &g->plans[i];
-        if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldb == ldb &&
-            p->ldc == ldc && p->c_f32 == c_f32 && p->bias == bias)
-            return p;
-    }
-    if (g->n_plans == PLAN_MAX) die_at(__FILE__, __LINE__, "too many distinct GEMM shapes");
-    plan *p = &g->plans[g->n_plans];
+                      int c_f32, int bias, unsigned align) {
+    uint64_t h = 1469598103934665603ULL;
+    size_t key[] = {(size_t)ta, (size_t)tb, m, n, k, lda, ldb, ldc, (size_t)c_f32, (size_t)bias, align};
+    for (size_t i = 0; i < sizeof key / sizeof *key; i++) { h ^= key[i]; h *= 1099511628211ULL; }
+    plan *p = &g->plans[h % PLAN_SLOTS];
+    if (p->used && p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
+        p->ldb == ldb && p->ldc == ldc && p->c_f32 == c_f32 && p->bias == bias && p->align == align)
+        return p;
+    plan_release(p);
     memset(p, 0, sizeof *p);
     p->ta = ta; p->tb = tb; p->m = m; p->n = n; p->k = k; p->lda = lda; p->ldb = ldb; p->ldc = ldc;
-    p->c_f32 = c_f32; p->bias = bias;
+    p->c_f32 = c_f32; p->bias = bias; p->align = align;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
@@ -81,6 +99,13 @@ static plan *get_plan(gemm_ctx *g, int ta, int tb, size_t m, size_t n, size_t k,
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
                                                       sizeof g->ws_bytes));
+    // Operands at column offsets inside wider rows are not 256-byte aligned:
+    // tell the heuristic, or it may pick a kernel that refuses them at run time.
+    uint32_t al = align;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     // The bias pointer must be set before the heuristic query for epilogue-aware choices;
@@ -89,7 +114,7 @@ static plan *get_plan(gemm_ctx *g, int ta, int tb, size_t m, size_t n, size_t k,
     cublasLtMatmulPreferenceDestroy(pref);
     if (!found) die_at(__FILE__, __LINE__, "cuBLASLt has no algorithm for a %zux%zux%zu product", m, n, k);
     p->algo = res.algo;
-    g->n_plans++;
+    p->used = 1;
     return p;
 }
 
@@ -99,7 +124,11 @@ extern "C" void gemm_bf16(gemm_ctx *g, int ta, int tb, size_t M, size_t N, size_
     if (M == 0 || N == 0) return;
     if (K == 0) die_at(__FILE__, __LINE__, "GEMM with K = 0");
     // Row-major C (M, N) = op(A) op(B)  <=>  column-major C^T (N, M) = op(B)^T op(A)^T.
-    plan *p = get_plan(g, tb, ta, N, M, K, ldb, lda, ldc, c_f32, bias != NULL);
+    // Every row starts ld elements after the last: its alignment counts too.
+    unsigned al = std::min(ptr_align(A), ptr_align((const void *)(uintptr_t)(lda * 2)));
+    al = std::min(al, std::min(ptr_align(B), ptr_align((const void *)(uintptr_t)(ldb * 2))));
+    al = std::min(al, std::min(ptr_align(C), ptr_align((const void *)(uintptr_t)(ldc * (c_f32 ? 4 : 2)))));
+    plan *p = get_plan(g, tb, ta, N, M, K, ldb, lda, ldc, c_f32, bias != NULL, al);
     if (bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     CUBLAS_CHECK(cublasLtMatmul(g->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,

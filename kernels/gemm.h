@@ -14,6 +14,7 @@ extern "C" {
 typedef struct gemm_ctx gemm_ctx;
 gemm_ctx *gemm_create(size_t workspace_bytes, cudaStream_t s);
 void gemm_destroy(gemm_ctx *g);
+size_t gemm_workspace_bytes(const gemm_ctx *g);
 // c_f32: C is fp32 (else bf16). bias: bf16 (N) or NULL.
 void gemm_bf16(gemm_ctx *g, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const uint16_t *A, size_t lda,
                const uint16_t *B, size_t ldb, float beta, void *C, int c_f32, size_t ldc, const uint16_t *bias);

@@ -67,7 +67,21 @@ struct layer_acts {   // what the backward pass reads; with recompute only x_in 
     bfh *t[LORA_NMOD];                // (N, r) LoRA intermediates
 };
 
+// LORAPIPE_PROFILE=1: events at phase boundaries; each interval is charged
+// to the phase that opened it; a table of totals is printed at the end.
+#define PROF_EVENTS 8192
+#define PROF_NAMES 64
+struct profiler {
+    int on = 0, n = 0, n_names = 0;
+    cudaEvent_t ev[PROF_EVENTS];
+    int who[PROF_EVENTS];
+    const char *names[PROF_NAMES];
+    double ms[PROF_NAMES];
+    size_t steps = 0;
+};
+
 struct cuda_ctx {
+    profiler prof;
     model_dims d;
     const lora_layout *l;
     const optim_cfg *oc;
@@ -78,6 +92,8 @@ struct cuda_ctx {
     dev_arena weights, lora, acts, work;
     // weights
     bfh *embed, *lm_head, *norm_f;
+    const st_tensor *embed_host;      // lean mode, untied: rows gathered on the host instead
+    uint16_t *embed_stage;            // pinned (max_tok, C)
     std::vector<layer_w> lw;
     float *inv_freq;
     // LoRA: fp32 params | grads | m | v, and a bf16 copy of params for the products
@@ -101,6 +117,40 @@ struct cuda_ctx {
     size_t N, n_seq, n_qb, n_t;
     att_shape as;
 };
+
+static void mark(cuda_ctx *c, const char *name) {
+    profiler *p = &c->prof;
+    if (!p->on || p->n == PROF_EVENTS) return;
+    int k = 0;
+    while (k < p->n_names && p->names[k] != name) k++;
+    if (k == p->n_names) { if (k == PROF_NAMES) return; p->names[p->n_names++] = name; }
+    p->who[p->n] = k;
+    CUDA_CHECK(cudaEventRecord(p->ev[p->n++], c->stream));
+}
+
+// After a synchronisation: charge the intervals and start over.
+static void prof_collect(cuda_ctx *c) {
+    profiler *p = &c->prof;
+    if (!p->on) return;
+    for (int i = 0; i + 1 < p->n; i++) {
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]));
+        p->ms[p->who[i]] += ms;
+    }
+    p->n = 0;
+}
+
+static void prof_print(cuda_ctx *c) {
+    profiler *p = &c->prof;
+    if (!p->on) return;
+    double total = 0;
+    for (int k = 0; k < p->n_names; k++) total += p->ms[k];
+    fprintf(stderr, "train: profile over %zu micro-batches (GPU time between phase marks):\n", p->steps);
+    for (int k = 0; k < p->n_names; k++)
+        fprintf(stderr, "  %-22s %9.2f ms  %5.1f%%  %8.3f ms per micro-batch\n", p->names[k], p->ms[k],
+                100 * p->ms[k] / (total > 0 ? total : 1), p->ms[k] / (p->steps ? p->steps : 1));
+    fprintf(stderr, "  %-22s %9.2f ms\n", "total", total);
+}
 
 // ---- dropout, identical masks to the CPU reference ---------------------------
 __device__ __forceinline__ uint64_t mix64d(uint64_t z) {
@@ -171,25 +221,38 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     float eps = (float)d->rms_eps;
     layer_w *w = &c->lw[li];
     const lora_layout *l = c->l;
+    mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln1, a->rstd1, x, w->ln1, N, C, eps, c->stream);
+    mark(c, "fwd gemm");
     gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f);
     size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
+    mark(c, "fwd lora");
     for (int m = LORA_Q; m <= LORA_V; m++)
         if (l->on[m]) lora_fwd(c, a->qkv + col[m], c->dqkv, a->t[m], a->ln1, C, out[m], li, m, drop);
+    mark(c, "fwd rope");
     k_rope(a->qkv, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     k_rope(a->qkv, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
+    mark(c, "fwd attention");
     k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
     // x_mid = x + o_proj(att): the residual add rides in the product's C input.
+    mark(c, "fwd gemm");
     CUDA_CHECK(cudaMemcpyAsync(a->x_mid, x, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
     gemm_linear_fwd(c->gemm, a->x_mid, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd, nullptr, 1.0f, 1.0f);
+    mark(c, "fwd lora");
     if (l->on[LORA_O]) lora_fwd(c, a->x_mid, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
+    mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln2, a->rstd2, a->x_mid, w->ln2, N, C, eps, c->stream);
+    mark(c, "fwd gemm");
     gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f);
+    mark(c, "fwd lora");
     if (l->on[LORA_GATE]) lora_fwd(c, a->gu, 2 * F, a->t[LORA_GATE], a->ln2, C, F, li, LORA_GATE, drop);
     if (l->on[LORA_UP]) lora_fwd(c, a->gu + F, 2 * F, a->t[LORA_UP], a->ln2, C, F, li, LORA_UP, drop);
+    mark(c, "fwd swiglu");
     k_swiglu_fwd(c->act, a->gu, N, F, c->stream);
+    mark(c, "fwd gemm");
     CUDA_CHECK(cudaMemcpyAsync(x_out, a->x_mid, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
     gemm_linear_fwd(c->gemm, x_out, C, c->act, F, w->w_d, F, N, C, F, nullptr, 1.0f, 1.0f);
+    mark(c, "fwd lora");
     if (l->on[LORA_DOWN]) lora_fwd(c, x_out, C, a->t[LORA_DOWN], c->act, F, C, li, LORA_DOWN, drop);
 }
 
@@ -200,24 +263,38 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     layer_w *w = &c->lw[li];
     const lora_layout *l = c->l;
     // MLP
+    mark(c, "bwd swiglu");
     k_swiglu_fwd(c->act, a->gu, N, F, c->stream);   // recomputed: cheaper than keeping it
+    mark(c, "bwd gemm");
     gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f);
+    mark(c, "bwd lora");
     if (l->on[LORA_DOWN]) lora_bwd(c, c->dact, c->dres, C, a->t[LORA_DOWN], c->act, F, C, li, LORA_DOWN, drop);
+    mark(c, "bwd swiglu");
     k_swiglu_bwd(c->dgu, c->dact, a->gu, N, F, c->stream);
+    mark(c, "bwd gemm");
     gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f);
+    mark(c, "bwd lora");
     if (l->on[LORA_GATE]) lora_bwd(c, c->dln, c->dgu, 2 * F, a->t[LORA_GATE], a->ln2, C, F, li, LORA_GATE, drop);
     if (l->on[LORA_UP]) lora_bwd(c, c->dln, c->dgu + F, 2 * F, a->t[LORA_UP], a->ln2, C, F, li, LORA_UP, drop);
+    mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_mid, a->rstd2, w->ln2, N, C, 1, c->stream);
     // attention
+    mark(c, "bwd gemm");
     gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f);
+    mark(c, "bwd lora");
     if (l->on[LORA_O]) lora_bwd(c, c->datt, c->dres, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
+    mark(c, "bwd attention");
     k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
+    mark(c, "bwd rope");
     k_rope(c->dqkv_buf, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 1, c->stream);
     k_rope(c->dqkv_buf, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
+    mark(c, "bwd gemm");
     gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f);
     size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
+    mark(c, "bwd lora");
     for (int m = LORA_Q; m <= LORA_V; m++)
         if (l->on[m]) lora_bwd(c, c->dln, c->dqkv_buf + col[m], c->dqkv, a->t[m], a->ln1, C, out[m], li, m, drop);
+    mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
 }
 
@@ -278,9 +355,25 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
     upload_batch(c, mb);
     size_t N = c->N, C = c->d.hidden, L = c->d.layers, V = c->d.vocab;
     cudaStream_t s = c->stream;
-    k_embed(x_at(c, 0), c->embed, c->ids, N, C, s);
+    mark(c, "embed");
+    if (c->embed_host) {
+        // The table stays in the mapped file: copy the rows this batch needs.
+        const st_tensor *t = c->embed_host;
+        #pragma omp parallel for schedule(static) if(N > 256)
+        for (size_t i = 0; i < N; i++) {
+            size_t row = mb->ids[i];
+            uint16_t *dst = c->embed_stage + i * C;
+            if (t->dtype == DT_BF16) memcpy(dst, (const uint16_t *)t->data + row * C, C * 2);
+            else if (t->dtype == DT_F32) for (size_t j = 0; j < C; j++) dst[j] = f32_to_bf16(((const float *)t->data)[row * C + j]);
+            else for (size_t j = 0; j < C; j++) dst[j] = f32_to_bf16(f16_to_f32(((const uint16_t *)t->data)[row * C + j]));
+        }
+        CUDA_CHECK(cudaMemcpyAsync(x_at(c, 0), c->embed_stage, N * C * 2, cudaMemcpyHostToDevice, s));
+    } else {
+        k_embed(x_at(c, 0), c->embed, c->ids, N, C, s);
+    }
     for (size_t i = 0; i < L; i++) layer_fwd(c, i, acts_of(c, i), x_at(c, i), x_at(c, i + 1), drop);
     const bfh *xL = x_at(c, L);
+    mark(c, "loss (head + xent)");
     k_rmsnorm_fwd(c->lnf, c->rstdf, xL, c->norm_f, N, C, (float)c->d.rms_eps, s);
     // The loss over target rows only, in chunks of logit_rows: the full logits never exist.
     if (grad) CUDA_CHECK(cudaMemsetAsync(c->dln, 0, N * C * 2, s));
@@ -300,6 +393,7 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
         CUDA_CHECK(cudaMemcpyAsync(&loss, c->loss_sum, 4, cudaMemcpyDeviceToHost, s));
     }
     if (grad) {
+        mark(c, "bwd rmsnorm");
         CUDA_CHECK(cudaMemsetAsync(c->dres, 0, N * C * 2, s));
         k_rmsnorm_bwd(c->dres, c->dln, xL, c->rstdf, c->norm_f, N, C, 1, s);
         for (size_t i = L; i-- > 0;) {
@@ -310,7 +404,10 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
             layer_bwd(c, i, a, drop);
         }
     }
+    mark(c, "end");
     CUDA_CHECK(cudaStreamSynchronize(s));
+    prof_collect(c);
+    c->prof.steps++;
     return (double)loss;
 }
 
@@ -387,17 +484,25 @@ static void cu_report(backend *b) {
     int dev;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-    fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16), LoRA state %s, activations %s%s, workspace %s; "
-            "logit chunk %zu rows\n", dev, prop.name, fmt_bytes((double)c->weights.cap, w, sizeof w),
+    size_t fr, tot;
+    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    char al[32], us[32];
+    size_t arenas = c->weights.cap + c->lora.cap + c->acts.cap + c->work.cap + gemm_workspace_bytes(c->gemm);
+    fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16%s), LoRA state %s, activations %s%s, workspace %s; "
+            "logit chunk %zu rows; allocated %s, in use on the device %s (with the CUDA context)\n", dev, prop.name,
+            fmt_bytes((double)c->weights.cap, w, sizeof w), c->embed_host ? ", embedding in host memory" : "",
             fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->acts.cap, a, sizeof a),
-            c->recompute ? " (recompute)" : "", fmt_bytes((double)c->work.cap, k, sizeof k), c->logit_rows);
+            c->recompute ? " (recompute)" : "", fmt_bytes((double)c->work.cap, k, sizeof k), c->logit_rows,
+            fmt_bytes((double)arenas, al, sizeof al), fmt_bytes((double)(tot - fr), us, sizeof us));
 }
 
 static void cu_destroy(backend *b) {
     cuda_ctx *c = ctx_of(b);
+    prof_print(c);
     gemm_destroy(c->gemm);
     c->weights.release(); c->lora.release(); c->acts.release(); c->work.release();
     cudaFreeHost(c->h_stage);
+    if (c->embed_stage) cudaFreeHost(c->embed_stage);
     cudaStreamDestroy(c->stream);
     free(c->tensor_off_host);
     delete c;
@@ -473,11 +578,19 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->kvd = d->kv_heads * d->head_dim;
     c->dqkv = c->qd + 2 * c->kvd;
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    const char *pe = getenv("LORAPIPE_PROFILE");
+    if (pe && *pe && strcmp(pe, "0")) {
+        c->prof.on = 1;
+        for (int i = 0; i < PROF_EVENTS; i++) CUDA_CHECK(cudaEventCreate(&c->prof.ev[i]));
+    }
     size_t C = d->hidden, F = d->inter, V = d->vocab, L = d->layers, N = c->max_tok, r = l->r;
 
     // Weights.
+    // Lean mode (recompute) keeps an untied embedding table in host memory:
+    // a lookup needs only this batch's rows, and the table is 1 GiB at 7B.
+    int embed_on_host = c->recompute && !d->tied;
     sizer sw;
-    sw.add<bfh>(V * C);
+    if (!embed_on_host) sw.add<bfh>(V * C);
     if (!d->tied) sw.add<bfh>(V * C);
     sw.add<bfh>(C);
     for (size_t i = 0; i < L; i++) {
@@ -488,8 +601,13 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->weights.init("weights", sw.bytes);
     uploader up;
     up.init(c->stream, 256u << 20);
-    c->embed = c->weights.take<bfh>(V * C);
-    up.put(c->embed, need(hm, "model.embed_tokens.weight"));
+    if (embed_on_host) {
+        c->embed_host = need(hm, "model.embed_tokens.weight");
+        CUDA_CHECK(cudaHostAlloc((void **)&c->embed_stage, c->max_tok * C * 2, cudaHostAllocDefault));
+    } else {
+        c->embed = c->weights.take<bfh>(V * C);
+        up.put(c->embed, need(hm, "model.embed_tokens.weight"));
+    }
     if (d->tied) c->lm_head = c->embed;
     else { c->lm_head = c->weights.take<bfh>(V * C); up.put(c->lm_head, need(hm, "lm_head.weight")); }
     c->norm_f = c->weights.take<bfh>(C);
