@@ -4,6 +4,7 @@
 #include "common.cuh"
 #include "gemm.h"
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <string.h>
 #include <algorithm>
 
@@ -29,6 +30,7 @@ typedef struct {
 #define PLAN_SLOTS 4096
 struct gemm_ctx {
     cublasLtHandle_t lt;
+    cublasHandle_t blas;      // batched products
     void *ws; size_t ws_bytes;
     cudaStream_t stream;
     plan plans[PLAN_SLOTS];
@@ -37,6 +39,8 @@ struct gemm_ctx {
 extern "C" gemm_ctx *gemm_create(size_t ws_bytes, cudaStream_t s) {
     gemm_ctx *g = (gemm_ctx *)calloc(1, sizeof *g);
     CUBLAS_CHECK(cublasLtCreate(&g->lt));
+    CUBLAS_CHECK(cublasCreate(&g->blas));
+    CUBLAS_CHECK(cublasSetStream(g->blas, s));
     g->ws_bytes = ws_bytes;
     CUDA_CHECK(cudaMalloc(&g->ws, ws_bytes));
     g->stream = s;
@@ -57,6 +61,7 @@ static void plan_release(plan *p) {
 extern "C" void gemm_destroy(gemm_ctx *g) {
     for (int i = 0; i < PLAN_SLOTS; i++) plan_release(&g->plans[i]);
     cudaFree(g->ws);
+    cublasDestroy(g->blas);
     cublasLtDestroy(g->lt);
     free(g);
 }
@@ -148,4 +153,16 @@ extern "C" void gemm_linear_dx(gemm_ctx *g, uint16_t *dx, size_t lddx, const uin
 extern "C" void gemm_linear_dw(gemm_ctx *g, float *dW, const uint16_t *dy, size_t lddy, const uint16_t *x, size_t ldx,
                                size_t M, size_t O, size_t I, float alpha, float beta) {
     gemm_bf16(g, 1, 0, O, I, M, alpha, dy, lddy, x, ldx, beta, dW, 1, I, NULL);
+}
+
+extern "C" void gemm_batched(gemm_ctx *g, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const uint16_t *A,
+                             size_t lda, size_t sa, const uint16_t *B, size_t ldb, size_t sb, float beta, void *C,
+                             int c_f32, size_t ldc, size_t sc, size_t batch) {
+    if (!M || !N || !batch) return;
+    // Row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T, as above.
+    cublasOperation_t oa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->blas, oa, ob, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF, (int)ldb,
+                                            (long long)sb, A, CUDA_R_16BF, (int)lda, (long long)sa, &beta, C,
+                                            c_f32 ? CUDA_R_32F : CUDA_R_16BF, (int)ldc, (long long)sc, (int)batch,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }

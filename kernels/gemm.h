@@ -29,6 +29,13 @@ void gemm_linear_dx(gemm_ctx *g, uint16_t *dx, size_t lddx, const uint16_t *dy, 
 void gemm_linear_dw(gemm_ctx *g, float *dW, const uint16_t *dy, size_t lddy, const uint16_t *x, size_t ldx,
                     size_t M, size_t O, size_t I, float alpha, float beta);
 
+// Strided batched products (attention over padded sequences), row-major:
+// C_b (M, N) = alpha op(A_b) op(B_b) + beta C_b for b < batch, X_b = X + b * strideX.
+// A, B bf16; C bf16 or fp32 (c_f32).
+void gemm_batched(gemm_ctx *g, int ta, int tb, size_t M, size_t N, size_t K, float alpha, const uint16_t *A,
+                  size_t lda, size_t sa, const uint16_t *B, size_t ldb, size_t sb, float beta, void *C, int c_f32,
+                  size_t ldc, size_t sc, size_t batch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -55,6 +55,32 @@ void k_attention_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const att_shape
 void k_attention_bwd(bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out, const float *lse,
                      const bf16_t *qkv, const att_shape *a, cudaStream_t s);
 
+// ---- attention through batched GEMMs (attention_gemm.cu) -------------------
+// The same functions for sequences short enough to pad into (Lp, D) tiles
+// (Lp >= the longest sequence, a multiple of 8); ws holds att_gemm_ws_bytes;
+// tok_seq is an (N) int32 scratch array.
+typedef struct gemm_ctx gemm_ctx;
+size_t att_gemm_ws_bytes(size_t n_seq, size_t H, size_t Lp, size_t D);
+void att_gemm_fwd(gemm_ctx *g, bf16_t *out, float *lse, const bf16_t *qkv, const att_shape *a, size_t Lp, void *ws,
+                  int32_t *tok_seq, cudaStream_t s);
+void att_gemm_bwd(gemm_ctx *g, bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out, const float *lse,
+                  const bf16_t *qkv, const att_shape *a, size_t Lp, void *ws, int32_t *tok_seq, cudaStream_t s);
+
+// ---- LoRA input side with fused dropout (lora.cu) ----------------------------
+// Mask key of (layer, module) for a micro-batch key, as the CPU reference derives it.
+uint64_t lora_mask_key(uint64_t key, size_t layer, int module);
+int lora_fused_rank_ok(size_t r);                       // ranks 1, 2, 4, 8, 16
+size_t lora_da_ws_floats(size_t N, size_t r, size_t I); // scratch of k_lora_da
+// t (N, r) = dropout(x) A^T ; x (N, I), A (r, I)
+void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k, float p,
+               cudaStream_t s);
+// dA (r, I) fp32 += dt^T dropout(x); part: lora_da_ws_floats scratch
+void k_lora_da(float *dA, float *part, const bf16_t *dt, const bf16_t *x, size_t N, size_t I, size_t r, uint64_t k,
+               float p, cudaStream_t s);
+// dx (N, I) += dropout'(dt A)
+void k_lora_dx(bf16_t *dx, const bf16_t *dt, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k, float p,
+               cudaStream_t s);
+
 // ---- SwiGLU (swiglu.cu) -----------------------------------------------------
 // gu (N, 2F): gate in columns [0, F), up in [F, 2F). act (N, F) = bf16(silu(g)) * u.
 void k_swiglu_fwd(bf16_t *act, const bf16_t *gu, size_t N, size_t F, cudaStream_t s);

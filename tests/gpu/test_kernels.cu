@@ -168,6 +168,7 @@ static void test_rope() {
     cudaFree(dpos); cudaFree(dinv);
 }
 
+static gemm_ctx *G_CTX;
 static void test_attention(size_t D) {
     // Three sequences of 5, 70 and 130 tokens (crossing the 64-token blocks), GQA 4:2.
     std::vector<int32_t> seq = {0, 5, 75, 205};
@@ -234,6 +235,23 @@ static void test_attention(size_t D) {
     for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) { g2.push_back(got[t * ld + c]); r2.push_back(rdq[t * ld + c]); }
     snprintf(name, sizeof name, "attention backward dq dk dv, D=%zu", D);
     check(name, g2, r2, 2e-2);
+    // The batched-GEMM path on the same inputs.
+    size_t Lp = 136;
+    void *ws; int32_t *ts;
+    CUDA_CHECK(cudaMalloc(&ws, att_gemm_ws_bytes(ns, H, Lp, D)));
+    CUDA_CHECK(cudaMalloc(&ts, N * 4));
+    out.poison();
+    att_gemm_fwd(G_CTX, out.d, lse.d, qkv.d, &a, Lp, ws, ts, 0);
+    snprintf(name, sizeof name, "attention forward (batched GEMM), D=%zu", D);
+    check(name, out.get(), ro, 8e-3);
+    dqkv.poison();
+    att_gemm_bwd(G_CTX, dqkv.d, delta.d, dout.d, out.d, lse.d, qkv.d, &a, Lp, ws, ts, 0);
+    got = dqkv.get();
+    g2.clear();
+    for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) g2.push_back(got[t * ld + c]);
+    snprintf(name, sizeof name, "attention backward (batched GEMM), D=%zu", D);
+    check(name, g2, r2, 2e-2);
+    cudaFree(ws); cudaFree(ts);
     cudaFree(dseq); cudaFree(dqb);
 }
 
@@ -304,16 +322,72 @@ static void test_adamw() {
     cudaFree(doff);
 }
 
+static uint64_t hmix(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// The fused LoRA input kernels against plain loops with the CPU reference's mask.
+static void test_lora(float p) {
+    size_t N = 37, I = 300, r = 8;
+    uint64_t k = lora_mask_key(123, 2, 5);
+    if (k != hmix(123 ^ hmix((2u << 8) | 5u))) { printf("FAILED lora_mask_key differs from the CPU derivation\n"); failed++; }
+    float scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    std::vector<float> mask(N * I);
+    for (size_t i = 0; i < N * I; i++) {
+        float u = (float)(hmix(k + i) >> 40) * (1.0f / 16777216.0f);
+        mask[i] = u < p ? 0.0f : scale;
+    }
+    bbuf x(N * I), A(r * I, 0.1f), t(N * r), dt(N * r), dx(N * I);
+    fbuf dA(r * I, 0.5f);
+    std::vector<float> dA0 = dA.h;
+    float *part; CUDA_CHECK(cudaMalloc(&part, lora_da_ws_floats(N, r, I) * 4));
+    t.poison();
+    k_lora_in(t.d, x.d, A.d, N, I, r, k, p, 0);
+    std::vector<double> rt(N * r, 0), rda(r * I), rdx(N * I);
+    for (size_t n = 0; n < N; n++)
+        for (size_t q = 0; q < r; q++)
+            for (size_t i = 0; i < I; i++) rt[n * r + q] += (double)mask[n * I + i] * x.h[n * I + i] * A.h[q * I + i];
+    char name[80];
+    snprintf(name, sizeof name, "lora: dropout(x) A^T, p=%.1f", p);
+    check(name, t.get(), rt, 8e-3);
+    k_lora_da(dA.d, part, dt.d, x.d, N, I, r, k, p, 0);
+    for (size_t q = 0; q < r; q++)
+        for (size_t i = 0; i < I; i++) {
+            double a = dA0[q * I + i];
+            for (size_t n = 0; n < N; n++) a += (double)dt.h[n * r + q] * mask[n * I + i] * x.h[n * I + i];
+            rda[q * I + i] = a;
+        }
+    snprintf(name, sizeof name, "lora: dA += dt^T dropout(x), p=%.1f", p);
+    check(name, dA.get(), rda, 1e-5);
+    std::vector<float> dx0 = dx.h;
+    k_lora_dx(dx.d, dt.d, A.d, N, I, r, k, p, 0);
+    for (size_t n = 0; n < N; n++)
+        for (size_t i = 0; i < I; i++) {
+            double g = 0;
+            for (size_t q = 0; q < r; q++) g += (double)dt.h[n * r + q] * A.h[q * I + i];
+            rdx[n * I + i] = dx0[n * I + i] + mask[n * I + i] * g;
+        }
+    snprintf(name, sizeof name, "lora: dx += dropout'(dt A), p=%.1f", p);
+    check(name, dx.get(), rdx, 8e-3);
+    cudaFree(part);
+}
+
 int main() {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) { printf("no CUDA GPU: skipped\n0 passed, 0 failed\n"); return 0; }
     gemm_ctx *g = gemm_create(32u << 20, 0);
+    G_CTX = g;
     test_gemm(g);
     test_rmsnorm();
     test_rope();
     test_attention(16);
     test_attention(64);
     test_attention(128);
+    test_lora(0.0f);
+    test_lora(0.3f);
     test_swiglu();
     test_xent();
     test_adamw();

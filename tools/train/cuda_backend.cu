@@ -108,6 +108,8 @@ struct cuda_ctx {
     // workspace
     bfh *dres, *dln, *dqkv_buf, *datt, *dact, *dgu, *act, *drop, *hc, *logits;
     bfh *dt;                          // (N, r)
+    int lora_fused;                   // fused dropout + LoRA input kernels (lora.cu)
+    float *da_part;                   // their dA scratch
     float *delta, *row_loss, *loss_sum;
     int32_t *ids, *pos, *seq, *qblocks, *trow, *ttok;
     size_t logit_rows;
@@ -116,6 +118,10 @@ struct cuda_ctx {
     // current micro-batch
     size_t N, n_seq, n_qb, n_t;
     att_shape as;
+    // attention through batched GEMMs when the padded tiles fit this workspace
+    void *att_ws; size_t att_ws_bytes; int32_t *tok_seq;
+    size_t att_lp;                    // padded length for this batch; 0: streaming kernels
+    int att_force_kernel;
 };
 
 static void mark(cuda_ctx *c, const char *name) {
@@ -189,6 +195,11 @@ static float *grad_b(cuda_ctx *c, size_t layer, int m) { return c->grads + c->l-
 static void lora_fwd(cuda_ctx *c, bfh *y, size_t ldy, bfh *t, const bfh *x, size_t I, size_t O, size_t layer, int m,
                      dropout_cfg drop) {
     size_t N = c->N, r = c->l->r;
+    if (c->lora_fused) {   // dropout drawn inside the x A^T kernel: x is read once
+        k_lora_in(t, x, lora_a(c, layer, m), N, I, r, lora_mask_key(drop.key, layer, m), drop.p, c->stream);
+        gemm_linear_fwd(c->gemm, y, ldy, t, r, lora_b(c, layer, m), r, N, O, r, nullptr, c->l->scaling, 1.0f);
+        return;
+    }
     const bfh *xin = x;
     if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
     gemm_linear_fwd(c->gemm, t, r, xin, I, lora_a(c, layer, m), I, N, r, I, nullptr, 1.0f, 0.0f);
@@ -202,6 +213,12 @@ static void lora_bwd(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh
     float s = c->l->scaling;
     gemm_linear_dw(c->gemm, grad_b(c, layer, m), dy, lddy, t, r, N, O, r, s, 1.0f);            // dB += s dy^T t
     gemm_linear_dx(c->gemm, c->dt, r, dy, lddy, lora_b(c, layer, m), r, N, O, r, s, 0.0f);     // dt = s dy B
+    if (c->lora_fused) {
+        uint64_t k = lora_mask_key(drop.key, layer, m);
+        k_lora_da(grad_a(c, layer, m), c->da_part, c->dt, x, N, I, r, k, drop.p, c->stream);  // dA += dt^T dropout(x)
+        k_lora_dx(dx, c->dt, lora_a(c, layer, m), N, I, r, k, drop.p, c->stream);           // dx += dropout'(dt A)
+        return;
+    }
     const bfh *xin = x;
     if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
     gemm_linear_dw(c->gemm, grad_a(c, layer, m), c->dt, r, xin, I, N, r, I, 1.0f, 1.0f);        // dA += dt^T x
@@ -233,7 +250,8 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     k_rope(a->qkv, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     k_rope(a->qkv, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     mark(c, "fwd attention");
-    k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
+    if (c->att_lp) att_gemm_fwd(c->gemm, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
+    else k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
     // x_mid = x + o_proj(att): the residual add rides in the product's C input.
     mark(c, "fwd gemm");
     CUDA_CHECK(cudaMemcpyAsync(a->x_mid, x, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
@@ -284,7 +302,10 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     mark(c, "bwd lora");
     if (l->on[LORA_O]) lora_bwd(c, c->datt, c->dres, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
     mark(c, "bwd attention");
-    k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
+    if (c->att_lp)
+        att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws,
+                     c->tok_seq, c->stream);
+    else k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
     mark(c, "bwd rope");
     k_rope(c->dqkv_buf, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 1, c->stream);
     k_rope(c->dqkv_buf, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
@@ -337,6 +358,9 @@ static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
     size_t maxL = 0;
     for (size_t q = 0; q < mb->n_seq; q++) maxL = std::max(maxL, (size_t)(mb->seq_start[q + 1] - mb->seq_start[q]));
     c->as = att_shape{mb->n_seq, N, c->d.heads, c->d.kv_heads, c->d.head_dim, c->dqkv, c->seq, c->qblocks, c->n_qb, maxL};
+    size_t lp = (maxL + 7) / 8 * 8;
+    c->att_lp = !c->att_force_kernel && att_gemm_ws_bytes(mb->n_seq, c->d.heads, lp, c->d.head_dim) <= c->att_ws_bytes
+                ? lp : 0;
     // Staging is reused by the next batch: wait until these copies have left it.
     CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -486,14 +510,15 @@ static void cu_report(backend *b) {
     CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     size_t fr, tot;
     CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-    char al[32], us[32];
-    size_t arenas = c->weights.cap + c->lora.cap + c->acts.cap + c->work.cap + gemm_workspace_bytes(c->gemm);
+    char al[32], us[32], at[32];
+    size_t arenas = c->weights.cap + c->lora.cap + c->acts.cap + c->work.cap + gemm_workspace_bytes(c->gemm) +
+                    c->att_ws_bytes;
     fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16%s), LoRA state %s, activations %s%s, workspace %s; "
-            "logit chunk %zu rows; allocated %s, in use on the device %s (with the CUDA context)\n", dev, prop.name,
+            "logit chunk %zu rows; attention tiles %s; allocated %s, in use on the device %s (with the CUDA context)\n", dev, prop.name,
             fmt_bytes((double)c->weights.cap, w, sizeof w), c->embed_host ? ", embedding in host memory" : "",
             fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->acts.cap, a, sizeof a),
             c->recompute ? " (recompute)" : "", fmt_bytes((double)c->work.cap, k, sizeof k), c->logit_rows,
-            fmt_bytes((double)arenas, al, sizeof al), fmt_bytes((double)(tot - fr), us, sizeof us));
+            fmt_bytes((double)c->att_ws_bytes, at, sizeof at), fmt_bytes((double)arenas, al, sizeof al), fmt_bytes((double)(tot - fr), us, sizeof us));
 }
 
 static void cu_destroy(backend *b) {
@@ -502,6 +527,7 @@ static void cu_destroy(backend *b) {
     gemm_destroy(c->gemm);
     c->weights.release(); c->lora.release(); c->acts.release(); c->work.release();
     cudaFreeHost(c->h_stage);
+    if (c->att_ws) { cudaFree(c->att_ws); cudaFree(c->tok_seq); }
     if (c->embed_stage) cudaFreeHost(c->embed_stage);
     cudaStreamDestroy(c->stream);
     free(c->tensor_off_host);
@@ -686,29 +712,47 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     // Workspace; the logits chunk is the one large buffer, sized by memory mode.
     c->logit_rows = std::min(N, (size_t)(c->recompute ? 256 : 2048));
     size_t wsb = 32u << 20, maxIF = std::max(C, F);
+    const char *lf = getenv("LORAPIPE_LORA");
+    c->lora_fused = lora_fused_rank_ok(r) && !(lf && !strcmp(lf, "gemm"));
+    size_t drop_n = o->lora_dropout > 0 && !c->lora_fused ? N * std::max(maxIF, c->qd) : 1;
     sizer sk;
     sk.add<bfh>(N * C); sk.add<float>(N);                        // lnf, rstdf
     sk.add<bfh>(N * C); sk.add<bfh>(N * C);                      // dres, dln
     sk.add<bfh>(N * c->dqkv); sk.add<bfh>(N * c->qd);            // dqkv, datt
     sk.add<bfh>(N * F); sk.add<bfh>(N * 2 * F); sk.add<bfh>(N * F);   // dact, dgu, act
-    sk.add<bfh>(o->lora_dropout > 0 ? N * std::max(maxIF, c->qd) : 1);   // dropout scratch
+    sk.add<bfh>(drop_n);                                          // dropout scratch (unfused path)
     sk.add<bfh>(c->logit_rows * C); sk.add<bfh>(c->logit_rows * V);
     sk.add<bfh>(N * r); sk.add<float>(H * N); sk.add<float>(N); sk.add<float>(1);
     sk.add<int32_t>(N); sk.add<int32_t>(N); sk.add<int32_t>(N + 1); sk.add<int32_t>(2 * (2 * N + 64)); sk.add<int32_t>(N);
     sk.add<int32_t>(N);
+    size_t da_n = c->lora_fused ? lora_da_ws_floats(N, r, std::max(maxIF, c->qd)) : 1;
+    sk.add<float>(da_n);
     c->work.init("workspace", sk.bytes);
     c->lnf = c->work.take<bfh>(N * C); c->rstdf = c->work.take<float>(N);
     c->dres = c->work.take<bfh>(N * C); c->dln = c->work.take<bfh>(N * C);
     c->dqkv_buf = c->work.take<bfh>(N * c->dqkv); c->datt = c->work.take<bfh>(N * c->qd);
     c->dact = c->work.take<bfh>(N * F); c->dgu = c->work.take<bfh>(N * 2 * F); c->act = c->work.take<bfh>(N * F);
-    c->drop = c->work.take<bfh>(o->lora_dropout > 0 ? N * std::max(maxIF, c->qd) : 1);
+    c->drop = c->work.take<bfh>(drop_n);
     c->hc = c->work.take<bfh>(c->logit_rows * C); c->logits = c->work.take<bfh>(c->logit_rows * V);
     c->dt = c->work.take<bfh>(N * r); c->delta = c->work.take<float>(H * N); c->row_loss = c->work.take<float>(N);
     c->loss_sum = c->work.take<float>(1);
     c->ids = c->work.take<int32_t>(N); c->pos = c->work.take<int32_t>(N); c->seq = c->work.take<int32_t>(N + 1);
     c->qblocks = c->work.take<int32_t>(2 * (2 * N + 64)); c->trow = c->work.take<int32_t>(N);
     c->ttok = c->work.take<int32_t>(N);
+    c->da_part = c->work.take<float>(da_n);
     c->gemm = gemm_create(wsb, c->stream);
+    // Attention tiles: the largest this run's micro-batches could need, within a budget
+    // (long sequences fall back to the streaming kernels, which need none).
+    const char *ak = getenv("LORAPIPE_ATTENTION");
+    c->att_force_kernel = ak && !strcmp(ak, "kernel");
+    size_t lp_max = (c->max_len + 7) / 8 * 8, seq_max = std::max((size_t)1, N / std::max((size_t)1, c->max_len / 2));
+    size_t want = att_gemm_ws_bytes(std::min(seq_max, N), d->heads, lp_max, d->head_dim);
+    size_t budget = (size_t)(c->recompute ? 256 : 1024) << 20;
+    c->att_ws_bytes = c->att_force_kernel ? 0 : std::min(want, budget);
+    if (c->att_ws_bytes) {
+        CUDA_CHECK(cudaMalloc(&c->att_ws, c->att_ws_bytes));
+        CUDA_CHECK(cudaMalloc((void **)&c->tok_seq, N * sizeof(int32_t)));
+    }
     c->h_stage_n = 2 * N + (N + 1) + 2 * (2 * N + 64) + 2 * N;
     CUDA_CHECK(cudaHostAlloc((void **)&c->h_stage, c->h_stage_n * 4, cudaHostAllocDefault));
 
