@@ -42,7 +42,7 @@ compare_curves() {
         train_case $c cuda "$BATS_TEST_TMPDIR/$c.pack" "$BATS_TEST_TMPDIR/$c-gpu" --debug-grads "$BATS_TEST_TMPDIR/$c-g.safetensors"
         compare_curves "$BATS_TEST_TMPDIR/$c-gpu/metrics.jsonl" "$GOLD/$c/steps.jsonl"
         "$DIFF" "$BATS_TEST_TMPDIR/$c-g.safetensors" "$GOLD/$c/grads_step1.safetensors" --atol 2e-3 --rtol 5e-2
-        "$DIFF" "$BATS_TEST_TMPDIR/$c-gpu/adapter_model.safetensors" "$GOLD/$c/final_adapter/adapter_model.safetensors" --atol 2e-3 --rtol 2e-2
+        "$DIFF" "$BATS_TEST_TMPDIR/$c-gpu/adapter_model.safetensors" "$GOLD/$c/final_adapter/adapter_model.safetensors" --atol 5e-3 --rtol 5e-2
     done
 }
 
