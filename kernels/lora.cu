@@ -2,19 +2,16 @@
 // dropout to the adapter's input only; materialising dropout(x) costs a full
 // read and write of x per module and pass, so these kernels draw the mask on
 // the fly from the same counter-based hash as the CPU reference
-// (lib/cpu_model.c): mask(i) = u(mix64(k + i)) >= p for the flat index i of
-// x (N, I), k = mix64(key ^ mix64(layer << 8 | module)).
+// (lib/cpu_model.c): element i of x (N, I), flat, is kept when
+// u(fmix32(i * 0x9e3779b1 ^ k)) >= p, with k the 64-bit mix of
+// key ^ mix64(layer << 8 | module) folded to 32 bits.
 #include "common.cuh"
 #include "kernels.h"
 
-__device__ __forceinline__ uint64_t lmix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 __device__ __forceinline__ float keep(uint64_t k, size_t i, float p, float scale) {
-    float u = (float)(lmix64(k + i) >> 40) * (1.0f / 16777216.0f);
+    uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ (uint32_t)k;
+    h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+    float u = (float)(h >> 8) * (1.0f / 16777216.0f);
     return u < p ? 0.0f : scale;
 }
 
@@ -26,52 +23,59 @@ extern "C" uint64_t lora_mask_key(uint64_t key, size_t layer, int module) {
         v = (v ^ (v >> 27)) * 0x94d049bb133111ebULL;
         return v ^ (v >> 31);
     };
-    return mix(key ^ mix(z));
+    uint64_t k = mix(key ^ mix(z));
+    return (uint32_t)(k ^ (k >> 32));   // the per-element hash is 32-bit
 }
 
-#define LR_ROWS 4     // rows per warp: A is read once for four rows
+#define LR_ROWS 4     // rows per block: A is read once for four rows
 #define LR_MAXR 16    // rank bound of the fused kernels
 
-// t (N, r) = (mask * x) A^T, A (r, I) bf16; one warp per LR_ROWS rows.
+// t (N, r) = (mask * x) A^T, A (r, I) bf16. A block of 256 threads owns
+// LR_ROWS rows: threads stride over I (coalesced), each keeping LR_ROWS x R
+// partial sums, then a block reduction. A is read once per block.
 template <int R>
-__global__ void lora_in_kernel(bf16 *t, const bf16 *x, const bf16 *A, size_t N, size_t I, uint64_t k, float p,
-                               float scale) {
-    size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    size_t n0 = warp * LR_ROWS;
-    if (n0 >= N) return;
+__global__ void __launch_bounds__(256) lora_in_kernel(bf16 *t, const bf16 *x, const bf16 *A, size_t N, size_t I,
+                                                      uint64_t k, float p, float scale) {
+    __shared__ float red[8][LR_ROWS * R];
+    size_t n0 = blockIdx.x * (size_t)LR_ROWS;
+    int nr = (int)min((size_t)LR_ROWS, N - n0);
     float acc[LR_ROWS][R];
     #pragma unroll
     for (int a = 0; a < LR_ROWS; a++)
         #pragma unroll
         for (int q = 0; q < R; q++) acc[a][q] = 0.0f;
-    for (size_t i = lane; i < I; i += 32) {
+    for (size_t i = threadIdx.x; i < I; i += blockDim.x) {
         float av[R];
         #pragma unroll
         for (int q = 0; q < R; q++) av[q] = bf(A[(size_t)q * I + i]);
         #pragma unroll
         for (int a = 0; a < LR_ROWS; a++) {
+            if (a >= nr) break;
             size_t n = n0 + a;
-            if (n >= N) break;
             float xv = bf(x[n * I + i]);
             if (p > 0.0f) xv *= keep(k, n * I + i, p, scale);
             #pragma unroll
             for (int q = 0; q < R; q++) acc[a][q] += xv * av[q];
         }
     }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     #pragma unroll
-    for (int a = 0; a < LR_ROWS; a++) {
-        size_t n = n0 + a;
+    for (int a = 0; a < LR_ROWS; a++)
         #pragma unroll
         for (int q = 0; q < R; q++) {
             float v = warp_sum(acc[a][q]);
-            if (lane == 0 && n < N) t[n * R + q] = tobf(v);
+            if (lane == 0) red[warp][a * R + q] = v;
         }
+    __syncthreads();
+    for (int j = threadIdx.x; j < nr * R; j += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][j];
+        t[(n0 + j / R) * R + j % R] = tobf(v);
     }
 }
 
 // Partial dA over a chunk of rows: part[c] (r, I) = sum_{n in chunk c} dt[n] (mask * x[n]).
-#define DA_CHUNK 256
+#define DA_CHUNK 64
 template <int R>
 __global__ void lora_da_kernel(float *part, const bf16 *dt, const bf16 *x, size_t N, size_t I, uint64_t k, float p,
                                float scale) {
@@ -135,8 +139,7 @@ extern "C" void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N,
                           float p, cudaStream_t s) {
     if (!N) return;
     float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    size_t warps = (N + LR_ROWS - 1) / LR_ROWS;
-    unsigned grid = cdiv(warps * 32, 256);
+    unsigned grid = cdiv(N, LR_ROWS);
 #define L_IN(R) lora_in_kernel<R><<<grid, 256, 0, s>>>((bf16 *)t, (const bf16 *)x, (const bf16 *)A, N, I, k, p, scale)
     RANK_SWITCH(r, L_IN);
 #undef L_IN

@@ -132,21 +132,26 @@ static void rope_apply(float *x, const micro_batch *mb, size_t heads, size_t D, 
 
 // Counter-based dropout mask: the same (key, layer, module, index) always
 // gives the same decision, so the backward pass and a resumed run need no
-// stored masks.
+// stored masks, and the CUDA kernels draw identical masks. The key of a
+// (layer, module) is mixed once in 64 bits; each element then costs one
+// 32-bit finaliser (murmur3's), cheap on a GPU where 64-bit multiplies are not.
 static inline uint64_t mix64(uint64_t z) {
     z += 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
+static inline float mask_u(uint32_t k, uint32_t i) {
+    uint32_t h = (i * 0x9e3779b1u) ^ k;
+    h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
 static void dropout_apply(float *dst, const float *src, size_t n, dropout_cfg drop, size_t layer, int module) {
-    uint64_t k = mix64(drop.key ^ mix64(((uint64_t)layer << 8) | (uint64_t)module));
+    uint64_t k64 = mix64(drop.key ^ mix64(((uint64_t)layer << 8) | (uint64_t)module));
+    uint32_t k = (uint32_t)(k64 ^ (k64 >> 32));
     float scale = 1.0f / (1.0f - drop.p);
     #pragma omp parallel for schedule(static) if(PAR(n))
-    for (size_t i = 0; i < n; i++) {
-        float u = (float)(mix64(k + i) >> 40) * (1.0f / 16777216.0f);
-        dst[i] = u < drop.p ? 0.0f : src[i] * scale;
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = mask_u(k, (uint32_t)i) < drop.p ? 0.0f : src[i] * scale;
 }
 
 // The LoRA view of one adapted module of one layer (NULLs when not adapted).

@@ -333,11 +333,14 @@ static uint64_t hmix(uint64_t z) {
 static void test_lora(float p) {
     size_t N = 37, I = 300, r = 8;
     uint64_t k = lora_mask_key(123, 2, 5);
-    if (k != hmix(123 ^ hmix((2u << 8) | 5u))) { printf("FAILED lora_mask_key differs from the CPU derivation\n"); failed++; }
+    uint64_t k64 = hmix(123 ^ hmix((2u << 8) | 5u));
+    if (k != (uint32_t)(k64 ^ (k64 >> 32))) { printf("FAILED lora_mask_key differs from the CPU derivation\n"); failed++; }
     float scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     std::vector<float> mask(N * I);
     for (size_t i = 0; i < N * I; i++) {
-        float u = (float)(hmix(k + i) >> 40) * (1.0f / 16777216.0f);
+        uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ (uint32_t)k;
+        h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+        float u = (float)(h >> 8) * (1.0f / 16777216.0f);
         mask[i] = u < p ? 0.0f : scale;
     }
     bbuf x(N * I), A(r * I, 0.1f), t(N * r), dt(N * r), dx(N * I);

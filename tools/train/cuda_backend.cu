@@ -159,26 +159,16 @@ static void prof_print(cuda_ctx *c) {
 }
 
 // ---- dropout, identical masks to the CPU reference ---------------------------
-__device__ __forceinline__ uint64_t mix64d(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static uint64_t mix64h(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-__global__ void dropout_kernel(bf16 *dst, const bf16 *src, size_t n, uint64_t k, float p, float scale) {
+__global__ void dropout_kernel(bf16 *dst, const bf16 *src, size_t n, uint32_t k, float p, float scale) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float u = (float)(mix64d(k + i) >> 40) * (1.0f / 16777216.0f);
+        uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ k;
+        h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+        float u = (float)(h >> 8) * (1.0f / 16777216.0f);
         dst[i] = u < p ? tobf(0.0f) : tobf(bf(src[i]) * scale);
     }
 }
 static void dropout(cuda_ctx *c, bfh *dst, const bfh *src, size_t n, dropout_cfg drop, size_t layer, int module) {
-    uint64_t k = mix64h(drop.key ^ mix64h(((uint64_t)layer << 8) | (uint64_t)module));
+    uint32_t k = (uint32_t)lora_mask_key(drop.key, layer, module);
     unsigned g = cdiv(n, 256);
     dropout_kernel<<<g < 8192 ? g : 8192, 256, 0, c->stream>>>((bf16 *)dst, (const bf16 *)src, n, k, drop.p,
                                                                1.0f / (1.0f - drop.p));
