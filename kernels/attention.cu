@@ -285,6 +285,12 @@ att_dkv_kernel(bf16 *dqkv, const bf16 *dout, const float *lse, const float *delt
     }
 }
 
+extern "C" void k_attention_delta(float *delta, const bf16_t *dout, const bf16_t *out, size_t N, size_t H, size_t D,
+                                  cudaStream_t s) {
+    att_delta_kernel<<<(unsigned)N, 128, 0, s>>>(delta, (const bf16 *)dout, (const bf16 *)out, (int)N, (int)H, (int)D);
+    LAUNCH_CHECK();
+}
+
 static size_t fwd_smem(size_t D) { return 2 * ATT_BK * D * sizeof(bf16) + ATT_WARPS * (D + 32) * sizeof(float); }
 static size_t dq_smem(size_t D) { return 3 * ATT_BK * D * sizeof(bf16) + ATT_WARPS * (2 * D + 32) * sizeof(float); }
 static size_t dkv_smem(size_t D) {
@@ -306,9 +312,7 @@ template <int NPER>
 static void bwd_launch(bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out, const float *lse,
                        const bf16_t *qkv, const att_shape *a, cudaStream_t s) {
     float scale = (float)(1.0 / sqrt((double)a->D));
-    att_delta_kernel<<<(unsigned)a->N, 128, 0, s>>>(delta, (const bf16 *)dout, (const bf16 *)out, (int)a->N,
-                                                    (int)a->H, (int)a->D);
-    LAUNCH_CHECK();
+    k_attention_delta(delta, dout, out, a->N, a->H, a->D, s);
     size_t sm = dq_smem(a->D);
     CUDA_CHECK(cudaFuncSetAttribute(att_dq_kernel<NPER>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     att_dq_kernel<NPER><<<dim3((unsigned)a->n_qblocks, (unsigned)a->H), 32 * ATT_WARPS, sm, s>>>(

@@ -137,17 +137,6 @@ extern "C" void att_gemm_fwd(gemm_ctx *g, bf16_t *out, float *lse, const bf16_t 
     LAUNCH_CHECK();
 }
 
-__global__ void att_delta2_kernel(float *delta, const bf16 *dout, const bf16 *out, int N, int H, int D) {
-    int tok = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int h = warp; h < H; h += blockDim.x >> 5) {
-        const bf16 *x = dout + (size_t)tok * H * D + h * D, *y = out + (size_t)tok * H * D + h * D;
-        float acc = 0.0f;
-        for (int e = lane; e < D; e += 32) acc += bf(x[e]) * bf(y[e]);
-        acc = warp_sum(acc);
-        if (lane == 0) delta[(size_t)h * N + tok] = acc;
-    }
-}
-
 extern "C" void att_gemm_bwd(gemm_ctx *g, bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out,
                              const float *lse, const bf16_t *qkv, const att_shape *a, size_t Lp, void *wsp,
                              int32_t *tok_seq, cudaStream_t s) {
@@ -158,9 +147,7 @@ extern "C" void att_gemm_bwd(gemm_ctx *g, bf16_t *dqkv, float *delta, const bf16
     float scale = (float)(1.0 / sqrt((double)D));
     tok_seq_kernel<<<(unsigned)S, 128, 0, s>>>(tok_seq, a->seq, (int)S);
     LAUNCH_CHECK();
-    att_delta2_kernel<<<(unsigned)a->N, 128, 0, s>>>(delta, (const bf16 *)dout, (const bf16 *)out, (int)a->N, (int)H,
-                                                     (int)D);
-    LAUNCH_CHECK();
+    k_attention_delta(delta, dout, out, a->N, H, D, s);
     pack(w.q, (const bf16 *)qkv, a->ld, 0, a, 1, Lp, s);
     pack(w.k, (const bf16 *)qkv, a->ld, H * D, a, rep, Lp, s);
     pack(w.v, (const bf16 *)qkv, a->ld, (H + G) * D, a, rep, Lp, s);

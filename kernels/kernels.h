@@ -52,6 +52,8 @@ typedef struct {
 #define ATT_BQ 64
 void k_attention_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const att_shape *a, cudaStream_t s);
 // dqkv (N, ld) gets dq, dk, dv (every element written); delta (H, N) fp32 scratch.
+// delta (H, N) = rowwise dout . out per head (both (N, H*D)), for the backward passes.
+void k_attention_delta(float *delta, const bf16_t *dout, const bf16_t *out, size_t N, size_t H, size_t D, cudaStream_t s);
 void k_attention_bwd(bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out, const float *lse,
                      const bf16_t *qkv, const att_shape *a, cudaStream_t s);
 
@@ -77,6 +79,8 @@ void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N, size_t I, 
 // dA (r, I) fp32 += dt^T dropout(x); part: lora_da_ws_floats scratch
 void k_lora_da(float *dA, float *part, const bf16_t *dt, const bf16_t *x, size_t N, size_t I, size_t r, uint64_t k,
                float p, cudaStream_t s);
+// dst = dropout(src), n elements (the unfused path)
+void k_dropout(bf16_t *dst, const bf16_t *src, size_t n, uint64_t k, float p, cudaStream_t s);
 // dx (N, I) += dropout'(dt A)
 void k_lora_dx(bf16_t *dx, const bf16_t *dt, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k, float p,
                cudaStream_t s);

@@ -171,3 +171,15 @@ extern "C" void k_lora_dx(bf16_t *dx, const bf16_t *dt, const bf16_t *A, size_t 
 #undef L_DX
     LAUNCH_CHECK();
 }
+
+__global__ void dropout_kernel(bf16 *dst, const bf16 *src, size_t n, uint64_t k, float p, float scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = tobf(bf(src[i]) * keep(k, i, p, scale));
+}
+
+extern "C" void k_dropout(bf16_t *dst, const bf16_t *src, size_t n, uint64_t k, float p, cudaStream_t s) {
+    if (!n) return;
+    unsigned g = cdiv(n, 256);
+    dropout_kernel<<<g < 8192 ? g : 8192, 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, n, k, p, 1.0f / (1.0f - p));
+    LAUNCH_CHECK();
+}

@@ -159,20 +159,8 @@ static void prof_print(cuda_ctx *c) {
 }
 
 // ---- dropout, identical masks to the CPU reference ---------------------------
-__global__ void dropout_kernel(bf16 *dst, const bf16 *src, size_t n, uint32_t k, float p, float scale) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ k;
-        h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
-        float u = (float)(h >> 8) * (1.0f / 16777216.0f);
-        dst[i] = u < p ? tobf(0.0f) : tobf(bf(src[i]) * scale);
-    }
-}
 static void dropout(cuda_ctx *c, bfh *dst, const bfh *src, size_t n, dropout_cfg drop, size_t layer, int module) {
-    uint32_t k = (uint32_t)lora_mask_key(drop.key, layer, module);
-    unsigned g = cdiv(n, 256);
-    dropout_kernel<<<g < 8192 ? g : 8192, 256, 0, c->stream>>>((bf16 *)dst, (const bf16 *)src, n, k, drop.p,
-                                                               1.0f / (1.0f - drop.p));
-    LAUNCH_CHECK();
+    k_dropout(dst, src, n, lora_mask_key(drop.key, layer, module), drop.p, c->stream);
 }
 
 // ---- LoRA pieces -------------------------------------------------------------
