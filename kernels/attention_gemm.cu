@@ -9,6 +9,7 @@
 #include "common.cuh"
 #include "gemm.h"
 #include "kernels.h"
+#include "../lib/mem_plan.h"
 
 struct att_ws {
     bf16 *q, *k, *v, *x, *dq, *dk, *dv;   // (S, H, Lp, D) each; x = output or its gradient
@@ -28,10 +29,8 @@ static att_ws carve(void *base, size_t S, size_t H, size_t Lp, size_t D) {
     return w;
 }
 
-extern "C" size_t att_gemm_ws_bytes(size_t S, size_t H, size_t Lp, size_t D) {
-    size_t tile = S * H * Lp * D, sq = S * H * Lp * Lp;
-    return 7 * ((tile * 2 + 255) & ~(size_t)255) + ((sq * 4 + 255) & ~(size_t)255) + 2 * ((sq * 2 + 255) & ~(size_t)255);
-}
+// The layout carve() makes; lib/mem_plan.c holds the one formula.
+extern "C" size_t att_gemm_ws_bytes(size_t S, size_t H, size_t Lp, size_t D) { return mem_attention_tiles(S, H, Lp, D); }
 
 // Copy rows of (N, ld) heads into padded tiles: tile (s, h) row i = src[t0 + i, col0 + hh * D ...],
 // hh = h / rep (rep > 1 repeats a kv head for its query group); zero past the sequence.

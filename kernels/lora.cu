@@ -7,6 +7,7 @@
 // key ^ mix64(layer << 8 | module) folded to 32 bits.
 #include "common.cuh"
 #include "kernels.h"
+#include "../lib/mem_plan.h"
 
 __device__ __forceinline__ float keep(uint64_t k, size_t i, float p, float scale) {
     uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ (uint32_t)k;
@@ -75,7 +76,7 @@ __global__ void __launch_bounds__(256) lora_in_kernel(bf16 *t, const bf16 *x, co
 }
 
 // Partial dA over a chunk of rows: part[c] (r, I) = sum_{n in chunk c} dt[n] (mask * x[n]).
-#define DA_CHUNK 64
+#define DA_CHUNK MEM_DA_CHUNK
 template <int R>
 __global__ void lora_da_kernel(float *part, const bf16 *dt, const bf16 *x, size_t N, size_t I, uint64_t k, float p,
                                float scale) {
@@ -133,7 +134,7 @@ __global__ void lora_dx_kernel(bf16 *dx, const bf16 *dt, const bf16 *A, size_t N
 
 extern "C" int lora_fused_rank_ok(size_t r) { return r == 1 || r == 2 || r == 4 || r == 8 || r == 16; }
 
-extern "C" size_t lora_da_ws_floats(size_t N, size_t r, size_t I) { return ((N + DA_CHUNK - 1) / DA_CHUNK) * r * I; }
+extern "C" size_t lora_da_ws_floats(size_t N, size_t r, size_t I) { return mem_lora_da_floats(N, r, I); }
 
 extern "C" void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k,
                           float p, cudaStream_t s) {

@@ -16,6 +16,7 @@ extern "C" {
 #include "check.h"
 #include "dtype.h"
 #include "hf_model.h"
+#include "mem_plan.h"
 }
 
 #include <math.h>
@@ -120,6 +121,7 @@ struct cuda_ctx {
     att_shape as;
     // attention through batched GEMMs when the padded tiles fit this workspace
     void *att_ws; size_t att_ws_bytes; int32_t *tok_seq;
+    mem_plan plan;                    // arena sizes (lib/mem_plan.c, shared with shard-plan)
     size_t att_lp;                    // padded length for this batch; 0: streaming kernels
     int att_force_kernel;
 };
@@ -593,16 +595,12 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     // Lean mode (recompute) keeps an untied embedding table in host memory:
     // a lookup needs only this batch's rows, and the table is 1 GiB at 7B.
     int embed_on_host = c->recompute && !d->tied;
-    sizer sw;
-    if (!embed_on_host) sw.add<bfh>(V * C);
-    if (!d->tied) sw.add<bfh>(V * C);
-    sw.add<bfh>(C);
-    for (size_t i = 0; i < L; i++) {
-        sw.add<bfh>(c->dqkv * C); sw.add<bfh>(c->dqkv); sw.add<bfh>(C * c->qd); sw.add<bfh>(2 * F * C);
-        sw.add<bfh>(C * F); sw.add<bfh>(C); sw.add<bfh>(C);
-    }
-    sw.add<float>(d->head_dim / 2);
-    c->weights.init("weights", sw.bytes);
+    const char *lf = getenv("LORAPIPE_LORA"), *ak = getenv("LORAPIPE_ATTENTION");
+    c->lora_fused = lora_fused_rank_ok(r) && !(lf && !strcmp(lf, "gemm"));
+    c->att_force_kernel = ak && !strcmp(ak, "kernel");
+    mem_plan_in mi = {d, r, l->on, N, c->max_len, c->recompute, o->lora_dropout > 0, c->lora_fused, c->att_force_kernel};
+    mem_plan_compute(&c->plan, &mi);
+    c->weights.init("weights", c->plan.weights);
     uploader up;
     up.init(c->stream, 256u << 20);
     if (embed_on_host) {
@@ -653,10 +651,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
 
     // LoRA state.
     size_t P = l->n_params, nt = l->n_tensors;
-    sizer sl;
-    for (int i = 0; i < 4; i++) sl.add<float>(P);
-    sl.add<bfh>(P); sl.add<size_t>(nt + 1); sl.add<float>(nt);
-    c->lora.init("lora", sl.bytes);
+    c->lora.init("lora", c->plan.lora);
     c->params = c->lora.take<float>(P); c->grads = c->lora.take<float>(P);
     c->mom1 = c->lora.take<float>(P); c->mom2 = c->lora.take<float>(P);
     c->params_bf = c->lora.take<bfh>(P);
@@ -667,15 +662,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
 
     // Activations: every layer's input, plus the rest per layer (or one shared set with recompute).
     size_t H = d->heads, nsets = c->recompute ? 1 : L;
-    sizer sa;
-    sa.add<bfh>((L + 1) * N * C);
-    for (size_t i = 0; i < nsets; i++) {
-        sa.add<bfh>(N * C); sa.add<bfh>(N * c->dqkv); sa.add<bfh>(N * c->qd); sa.add<bfh>(N * C);
-        sa.add<bfh>(N * C); sa.add<bfh>(N * 2 * F);
-        sa.add<float>(N); sa.add<float>(H * N); sa.add<float>(N);
-        for (int m = 0; m < LORA_NMOD; m++) if (l->on[m]) sa.add<bfh>(N * r);
-    }
-    c->acts.init("activations", sa.bytes);
+    c->acts.init("activations", c->plan.activations);
     c->x_layers = c->acts.take<bfh>((L + 1) * N * C);
     c->la.resize(nsets);
     for (size_t i = 0; i < nsets; i++) {
@@ -688,24 +675,11 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     }
 
     // Workspace; the logits chunk is the one large buffer, sized by memory mode.
-    c->logit_rows = std::min(N, (size_t)(c->recompute ? 256 : 2048));
-    size_t wsb = 32u << 20, maxIF = std::max(C, F);
-    const char *lf = getenv("LORAPIPE_LORA");
-    c->lora_fused = lora_fused_rank_ok(r) && !(lf && !strcmp(lf, "gemm"));
-    size_t drop_n = o->lora_dropout > 0 && !c->lora_fused ? N * std::max(maxIF, c->qd) : 1;
-    sizer sk;
-    sk.add<bfh>(N * C); sk.add<float>(N);                        // lnf, rstdf
-    sk.add<bfh>(N * C); sk.add<bfh>(N * C);                      // dres, dln
-    sk.add<bfh>(N * c->dqkv); sk.add<bfh>(N * c->qd);            // dqkv, datt
-    sk.add<bfh>(N * F); sk.add<bfh>(N * 2 * F); sk.add<bfh>(N * F);   // dact, dgu, act
-    sk.add<bfh>(drop_n);                                          // dropout scratch (unfused path)
-    sk.add<bfh>(c->logit_rows * C); sk.add<bfh>(c->logit_rows * V);
-    sk.add<bfh>(N * r); sk.add<float>(H * N); sk.add<float>(N); sk.add<float>(1);
-    sk.add<int32_t>(N); sk.add<int32_t>(N); sk.add<int32_t>(N + 1); sk.add<int32_t>(2 * (2 * N + 64)); sk.add<int32_t>(N);
-    sk.add<int32_t>(N);
-    size_t da_n = c->lora_fused ? lora_da_ws_floats(N, r, std::max(maxIF, c->qd)) : 1;
-    sk.add<float>(da_n);
-    c->work.init("workspace", sk.bytes);
+    c->logit_rows = c->plan.logit_rows;
+    size_t wsb = MEM_CUBLAS_WS, maxIF = std::max(std::max(C, F), c->qd);
+    size_t drop_n = o->lora_dropout > 0 && !c->lora_fused ? N * maxIF : 1;
+    size_t da_n = c->lora_fused ? mem_lora_da_floats(N, r, maxIF) : 1;
+    c->work.init("workspace", c->plan.workspace);
     c->lnf = c->work.take<bfh>(N * C); c->rstdf = c->work.take<float>(N);
     c->dres = c->work.take<bfh>(N * C); c->dln = c->work.take<bfh>(N * C);
     c->dqkv_buf = c->work.take<bfh>(N * c->dqkv); c->datt = c->work.take<bfh>(N * c->qd);
@@ -721,12 +695,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->gemm = gemm_create(wsb, c->stream);
     // Attention tiles: the largest this run's micro-batches could need, within a budget
     // (long sequences fall back to the streaming kernels, which need none).
-    const char *ak = getenv("LORAPIPE_ATTENTION");
-    c->att_force_kernel = ak && !strcmp(ak, "kernel");
-    size_t lp_max = (c->max_len + 7) / 8 * 8, seq_max = std::max((size_t)1, N / std::max((size_t)1, c->max_len / 2));
-    size_t want = att_gemm_ws_bytes(std::min(seq_max, N), d->heads, lp_max, d->head_dim);
-    size_t budget = (size_t)(c->recompute ? 256 : 1024) << 20;
-    c->att_ws_bytes = c->att_force_kernel ? 0 : std::min(want, budget);
+    c->att_ws_bytes = c->plan.attention ? c->plan.attention - arena_round(N * sizeof(int32_t)) : 0;
     if (c->att_ws_bytes) {
         CUDA_CHECK(cudaMalloc(&c->att_ws, c->att_ws_bytes));
         CUDA_CHECK(cudaMalloc((void **)&c->tok_seq, N * sizeof(int32_t)));
