@@ -129,7 +129,7 @@ build/asan/liblorapipe.a: $(ASAN_LIB_OBJ)
 
 build/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(if $(USE_CUDA),$(if $(filter tools/train/% tools/shard-plan/%,$<),-DLORAPIPE_CUDA),) -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(USE_CUDA),$(if $(filter tools/train/% tools/shard-plan/%,$<),-DLORAPIPE_CUDA -I$(CUDA_HOME)/include),) -c $< -o $@
 build/asan/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -c $< -o $@

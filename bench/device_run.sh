@@ -76,6 +76,28 @@ speed)
 anchor)
     anchor tuned-nockpt
     ;;
+multi)
+    # Data parallelism on every GPU of this machine against one GPU, same global batch
+    # (16 samples per step as 2 micro-batches of 8), and the tutorial's device_map split.
+    ngpu=$(nvidia-smi -L | wc -l)
+    bin/shard-plan --model "$MODEL" --pack .carry/hh_b8a2.pack -o /tmp/plan.json 2> "$OUT/shard-plan.log"
+    cat "$OUT/shard-plan.log" >> "$OUT/summary.txt"; cp /tmp/plan.json "$OUT/plan.json"
+    jq -c '{replicas, recompute, memory_per_gpu, predicted_tokens_per_s}' /tmp/plan.json | tee -a "$OUT/summary.txt"
+    for round in 1 2; do
+        ours "dp1-$round" .carry/hh_b8a2.pack
+        ours "dp$ngpu-$round" .carry/hh_b8a2.pack --plan /tmp/plan.json
+    done
+    jq -s -r --slurpfile b "$OUT/dp$ngpu-1.metrics.jsonl" '[.[] | select(.loss != null)] as $a
+        | [range(0; $a | length) | (($a[.].loss - $b[.].loss) / $a[.].loss | fabs)] | "max rel loss diff 1 vs N GPUs: \(max)"' \
+        "$OUT/dp1-1.metrics.jsonl" | tee -a "$OUT/summary.txt"
+    nvidia-smi --query-gpu=index,memory.used --format=csv >> "$OUT/summary.txt"
+    timeout 300 python3 .carry/hf_seed.py .carry/tok .carry/huanhuan.json seed-devmap 6 > "$OUT/anchor-seed-devmap.log" 2>&1
+    log "anchor seed-devmap rc=$? $(grep -E 'RESULT|device map' "$OUT/anchor-seed-devmap.log" | cut -c1-700)"
+    ;;
+dptest)
+    timeout 300 bats --tap tests/gpu/dp_gpu.bats > "$OUT/dp_gpu.tap" 2>&1
+    grep -E "^(ok|not ok)|#" "$OUT/dp_gpu.tap" | head -40 | tee -a "$OUT/summary.txt"
+    ;;
 bench)
     # A kernel that failed its test must not be timed: fall back to the cuBLAS path.
     if grep -q "FAILED.*lora" "$OUT/kernels.log" 2>/dev/null; then export LORAPIPE_LORA=gemm; log "LoRA kernels failed: LORAPIPE_LORA=gemm"; fi

@@ -73,6 +73,8 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
                    arena_round(N * F4) + arena_round(F4) + 2 * arena_round(N * 4) + arena_round((N + 1) * 4) +
                    arena_round(2 * (2 * N + 64) * 4) + 2 * arena_round(N * 4) + arena_round(da_n * F4);
 
+    m->logits = arena_round(m->logit_rows * C * BF) + arena_round(m->logit_rows * V * BF);
+
     // Attention tiles for the batched-GEMM path, within a budget (longer sequences stream instead).
     if (!in->attention_kernel) {
         size_t lp = (in->max_len + 7) / 8 * 8, half = max2(1, in->max_len / 2);

@@ -35,6 +35,7 @@ typedef struct {
     size_t total;              // device bytes allocated by the process (not the CUDA context)
     size_t embed_host;         // bytes of the embedding kept in host memory instead (lean, untied)
     size_t logit_rows;         // rows of the logits chunk
+    size_t logits;             // bytes of the logits chunk and its rows (part of workspace)
     size_t lora_params;        // floats in one LoRA arena
 } mem_plan;
 

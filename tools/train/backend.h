@@ -32,6 +32,8 @@ struct backend {
     double (*eval_loss)(backend *b, const micro_batch *mb);
     // Sum the gradients over data-parallel ranks (no-op on one device).
     void (*reduce_grads)(backend *b);
+    // Sum n doubles over the ranks, in place (no-op on one device).
+    void (*allreduce)(backend *b, double *vals, size_t n);
     // Pre-clip global gradient norm (torch clip_grad_norm_ semantics).
     double (*grad_norm)(backend *b);
     // Clip by clip, then AdamW with lr; step is the 1-based optimizer step.

@@ -69,6 +69,7 @@ static double eval_loss(backend *b, const micro_batch *mb) {
 }
 
 static void reduce_grads(backend *b) { (void)b; }
+static void allreduce(backend *b, double *v, size_t n) { (void)b; (void)v; (void)n; }
 
 static double grad_norm(backend *b) {
     cpu_ctx *c = b->ctx;
@@ -143,7 +144,7 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
     c->act_bytes = cpu_activation_bytes(d, l, max_tokens, max_len);
     backend *b = xcalloc(1, sizeof *b);
     *b = (backend){.name = "cpu", .ctx = c, .set_state = set_state, .get_state = get_state, .zero_grads = zero_grads, .get_grads = get_grads,
-                   .micro_step = micro_step, .eval_loss = eval_loss, .reduce_grads = reduce_grads,
+                   .micro_step = micro_step, .eval_loss = eval_loss, .reduce_grads = reduce_grads, .allreduce = allreduce,
                    .grad_norm = grad_norm, .adamw = adamw, .report = report, .destroy = destroy};
     return b;
 }

@@ -11,6 +11,7 @@
 #include "../../kernels/kernels.h"
 
 extern "C" {
+#include "dist.h"
 #include "train.h"
 #include "arena.h"
 #include "check.h"
@@ -19,9 +20,15 @@ extern "C" {
 #include "mem_plan.h"
 }
 
+#include <dlfcn.h>
+#include <unistd.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 #include <vector>
+#ifdef LORAPIPE_NCCL
+#include <nccl.h>
+#endif
 
 // A device arena: one cudaMalloc, bump-allocated, never freed piecewise.
 struct dev_arena {
@@ -81,8 +88,12 @@ struct profiler {
     size_t steps = 0;
 };
 
+struct nccl_api;
 struct cuda_ctx {
     profiler prof;
+    int rank, world;
+    nccl_api *nccl;                   // data-parallel communicator (world > 1)
+    double *red_dev;                  // scratch for scalar all-reduces
     model_dims d;
     const lora_layout *l;
     const optim_cfg *oc;
@@ -415,6 +426,91 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
     return (double)loss;
 }
 
+// ---- data parallelism through NCCL, loaded at run time -------------------------
+// dlopen keeps single-GPU binaries free of a libnccl dependency; the library is
+// looked up only when a plan asks for several ranks.
+#ifdef LORAPIPE_NCCL
+struct nccl_api {
+    void *lib;
+    ncclComm_t comm;
+    ncclResult_t (*get_unique_id)(ncclUniqueId *);
+    ncclResult_t (*init_rank)(ncclComm_t *, int, ncclUniqueId, int);
+    ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t);
+    ncclResult_t (*get_async_error)(ncclComm_t, ncclResult_t *);
+    ncclResult_t (*abort)(ncclComm_t);
+    ncclResult_t (*destroy)(ncclComm_t);
+    const char *(*error_string)(ncclResult_t);
+};
+
+#define NCCL_CHECK(c, call) do {                                                             \
+    ncclResult_t r_ = (call);                                                                \
+    if (r_ != ncclSuccess) die_at(__FILE__, __LINE__, "NCCL error: %s (%s)", (c)->nccl->error_string(r_), #call); \
+} while (0)
+
+static nccl_api *nccl_load(void) {
+    const char *env = getenv("LORAPIPE_NCCL_LIB");
+    const char *tries[] = {env, "libnccl.so.2", "libnccl.so", "/usr/local/cuda/lib/libnccl.so.2",
+                           "/usr/local/cuda/lib64/libnccl.so.2", "/usr/lib/x86_64-linux-gnu/libnccl.so.2"};
+    void *lib = NULL;
+    for (size_t i = 0; i < sizeof tries / sizeof *tries && !lib; i++)
+        if (tries[i]) lib = dlopen(tries[i], RTLD_NOW | RTLD_GLOBAL);
+    if (!lib) die("several ranks need NCCL, and libnccl.so.2 was not found (set LORAPIPE_NCCL_LIB to its path)");
+    nccl_api *n = (nccl_api *)xcalloc(1, sizeof *n);
+    n->lib = lib;
+#define SYM(field, name) if (!(*(void **)&n->field = dlsym(lib, name))) die("%s lacks %s", "libnccl", name)
+    SYM(get_unique_id, "ncclGetUniqueId"); SYM(init_rank, "ncclCommInitRank"); SYM(all_reduce, "ncclAllReduce");
+    SYM(get_async_error, "ncclCommGetAsyncError"); SYM(abort, "ncclCommAbort"); SYM(destroy, "ncclCommDestroy");
+    SYM(error_string, "ncclGetErrorString");
+#undef SYM
+    return n;
+}
+
+// Wait for the stream while watching the communicator: a rank that died or
+// hangs must not leave this one waiting forever.
+static void nccl_wait(cuda_ctx *c) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const char *te = getenv("LORAPIPE_NCCL_TIMEOUT");
+    double limit = te ? atof(te) : 600.0;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(c->stream);
+        if (e == cudaSuccess) return;
+        if (e != cudaErrorNotReady) CUDA_CHECK(e);
+        ncclResult_t ar;
+        c->nccl->get_async_error(c->nccl->comm, &ar);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        double el = (t.tv_sec - t0.tv_sec) + 1e-9 * (t.tv_nsec - t0.tv_nsec);
+        if (ar != ncclSuccess || el > limit) {
+            c->nccl->abort(c->nccl->comm);
+            die("rank %d: %s; stopping (the newest complete checkpoint is intact)", c->rank,
+                ar != ncclSuccess ? c->nccl->error_string(ar) : "another rank stopped answering (timeout)");
+        }
+        usleep(50);
+    }
+}
+
+static void nccl_init(cuda_ctx *c, const train_opts *o) {
+    c->nccl = nccl_load();
+    ncclUniqueId id;
+    if (o->rank == 0) NCCL_CHECK(c, c->nccl->get_unique_id(&id));
+    dist_info di;
+    memset(&di, 0, sizeof di);
+    di.rank = o->rank; di.world = o->world; di.local_rank = o->local_rank;
+    snprintf(di.rdzv_file, sizeof di.rdzv_file, "%s", o->rdzv_file ? o->rdzv_file : "");
+    snprintf(di.master_addr, sizeof di.master_addr, "%s", o->master_addr ? o->master_addr : "");
+    di.master_port = o->master_port;
+    dist_exchange(&di, (unsigned char *)&id, sizeof id);
+    NCCL_CHECK(c, c->nccl->init_rank(&c->nccl->comm, o->world, id, o->rank));
+    CUDA_CHECK(cudaMalloc(&c->red_dev, 8 * sizeof(double)));
+}
+#else
+struct nccl_api { int unused; };
+static void nccl_init(cuda_ctx *c, const train_opts *o) {
+    (void)c; (void)o;
+    die("several ranks need NCCL, and this build found no nccl.h");
+}
+#endif
+
 // ---- the backend interface -----------------------------------------------------
 static cuda_ctx *ctx_of(backend *b) { return (cuda_ctx *)b->ctx; }
 
@@ -461,7 +557,30 @@ static double cu_eval_loss(backend *b, const micro_batch *mb) {
     return run(ctx_of(b), mb, 0.0f, none, 0);
 }
 
-static void cu_reduce_grads(backend *b) { (void)b; }
+static void cu_reduce_grads(backend *b) {
+#ifdef LORAPIPE_NCCL
+    cuda_ctx *c = ctx_of(b);
+    if (c->world <= 1) return;
+    NCCL_CHECK(c, c->nccl->all_reduce(c->grads, c->grads, c->l->n_params, ncclFloat, ncclSum, c->nccl->comm, c->stream));
+    nccl_wait(c);
+#else
+    (void)b;
+#endif
+}
+
+static void cu_allreduce(backend *b, double *v, size_t n) {
+#ifdef LORAPIPE_NCCL
+    cuda_ctx *c = ctx_of(b);
+    if (c->world <= 1) return;
+    if (n > 8) die_at(__FILE__, __LINE__, "all-reduce of %zu scalars", n);
+    CUDA_CHECK(cudaMemcpyAsync(c->red_dev, v, n * sizeof(double), cudaMemcpyHostToDevice, c->stream));
+    NCCL_CHECK(c, c->nccl->all_reduce(c->red_dev, c->red_dev, n, ncclDouble, ncclSum, c->nccl->comm, c->stream));
+    CUDA_CHECK(cudaMemcpyAsync(v, c->red_dev, n * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    nccl_wait(c);
+#else
+    (void)b; (void)v; (void)n;
+#endif
+}
 
 static double cu_grad_norm(backend *b) {
     cuda_ctx *c = ctx_of(b);
@@ -505,6 +624,9 @@ static void cu_destroy(backend *b) {
     cuda_ctx *c = ctx_of(b);
     prof_print(c);
     gemm_destroy(c->gemm);
+#ifdef LORAPIPE_NCCL
+    if (c->nccl) { c->nccl->destroy(c->nccl->comm); cudaFree(c->red_dev); }
+#endif
     c->weights.release(); c->lora.release(); c->acts.release(); c->work.release();
     cudaFreeHost(c->h_stage);
     if (c->att_ws) { cudaFree(c->att_ws); cudaFree(c->tok_seq); }
@@ -578,6 +700,12 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     const hf_model *hm = (const hf_model *)model;
     cuda_ctx *c = new cuda_ctx();
     c->d = *d; c->l = l; c->oc = oc; c->recompute = o->recompute;
+    c->rank = o->rank; c->world = o->world ? o->world : 1;
+    int ndev = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&ndev));
+    if (o->local_rank >= ndev)
+        die("rank %d wants GPU %d but this host shows %d GPU(s)", o->rank, o->local_rank, ndev);
+    CUDA_CHECK(cudaSetDevice(o->local_rank));
     c->max_tok = max_tokens ? max_tokens : 1;
     c->max_len = max_len;
     c->qd = d->heads * d->head_dim;
@@ -700,6 +828,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
         CUDA_CHECK(cudaMalloc(&c->att_ws, c->att_ws_bytes));
         CUDA_CHECK(cudaMalloc((void **)&c->tok_seq, N * sizeof(int32_t)));
     }
+    if (c->world > 1) nccl_init(c, o);
     c->h_stage_n = 2 * N + (N + 1) + 2 * (2 * N + 64) + 2 * N;
     CUDA_CHECK(cudaHostAlloc((void **)&c->h_stage, c->h_stage_n * 4, cudaHostAllocDefault));
 
@@ -708,6 +837,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     b->ctx = c;
     b->set_state = cu_set_state; b->get_state = cu_get_state; b->zero_grads = cu_zero_grads; b->get_grads = cu_get_grads;
     b->micro_step = cu_micro_step; b->eval_loss = cu_eval_loss; b->reduce_grads = cu_reduce_grads;
+    b->allreduce = cu_allreduce;
     b->grad_norm = cu_grad_norm; b->adamw = cu_adamw; b->report = cu_report; b->destroy = cu_destroy;
     return b;
 }

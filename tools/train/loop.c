@@ -9,6 +9,7 @@
 #include "hf_model.h"
 #include "metrics.h"
 #include "adapter.h"
+#include "plan.h"
 
 #include <math.h>
 #include <signal.h>
@@ -74,13 +75,35 @@ int train_run(const train_opts *o) {
                 train_data_max_token(eval), o->model_dir, dims.vocab);
     }
 
+    // A placement from shard-plan: it must be for this model; it decides recompute.
+    train_opts ow = *o;
+    o = &ow;
+    if (o->plan_path) {
+        plan pl;
+        char perr[512];
+        if (plan_load(&pl, o->plan_path, perr, sizeof perr)) die("%s", perr);
+        if (strcmp(pl.fingerprint, plan_fingerprint(&dims)))
+            die("%s: this plan is for another model (%s); %s is %s; run shard-plan for it", o->plan_path,
+                pl.fingerprint, o->model_dir, plan_fingerprint(&dims));
+        if (!o->recompute_set) ow.recompute = pl.recompute;
+        if (o->world > 1 && o->device == DEV_CPU) die("--plan with %d replicas needs --device cuda", o->world);
+        plan_free(&pl);
+    }
+    if (o->world > 1 && o->device == DEV_CPU) die("data-parallel ranks need --device cuda");
+    if (o->world > 1) ow.device = DEV_CUDA;
     size_t epochs = o->epochs ? o->epochs : train_data_epochs(data);
     if (epochs > train_data_epochs(data))
         die("%s holds %zu epoch(s) but --epochs %zu was asked; re-run pack with --epochs %zu",
             o->data_path, train_data_epochs(data), epochs, epochs);
+    // accum is the global number of micro-batches per optimizer step; each of
+    // the world's ranks runs accum / world of them.
     size_t accum = o->accum ? o->accum : train_data_accum(data);
-    size_t world = 1, rank = 0;
-    size_t total = train_data_steps(data, epochs, accum, world);
+    size_t world = (size_t)o->world, rank = (size_t)o->rank;
+    if (accum % world)
+        die("%zu micro-batches per optimizer step do not split evenly over %zu ranks (pack with --accum a multiple "
+            "of the GPU count, or give --accum)", accum, world);
+    size_t accum_rank = accum / world;
+    size_t total = train_data_steps(data, epochs, accum_rank, world);
     if (o->max_steps >= 0 && (size_t)o->max_steps < total) total = (size_t)o->max_steps;
     if (total == 0) die("%s: no optimizer step to run (no micro-batches)", o->data_path);
 
@@ -119,7 +142,7 @@ int train_run(const train_opts *o) {
     if (o->resume && checkpoint_load_latest(o, &l, &st, fp) == 0) {
         start = st.step;
         b->set_state(b, st.params, st.m, st.v);
-        fprintf(stderr, "train: resuming from %s/checkpoint-%zu\n", o->out_dir, start);
+        if (rank == 0) fprintf(stderr, "train: resuming from %s/checkpoint-%zu\n", o->out_dir, start);
     } else {
         if (o->resume) fprintf(stderr, "train: --resume: no checkpoint in %s, starting from step 0\n", o->out_dir);
         if (o->init_adapter) adapter_init_params(&init, &l, st.params);
@@ -129,14 +152,17 @@ int train_run(const train_opts *o) {
     adapter_init_free(&init);
 
     metrics mt;
-    metrics_open(&mt, o->out_dir, start, total, o->quiet);
-    fprintf(stderr, "train: %s backend; %zu layers, hidden %zu, vocab %zu; LoRA r=%zu alpha=%g%s on", b->name,
-            dims.layers, dims.hidden, dims.vocab, l.r, l.alpha, l.rslora ? " (rsLoRA)" : "");
-    for (int m = 0; m < LORA_NMOD; m++) if (l.on[m]) fprintf(stderr, " %s", lora_module_name(m));
-    fprintf(stderr, ": %zu trainable parameters\n", l.n_params);
-    fprintf(stderr, "train: %zu optimizer steps (%zu epoch(s), %zu micro-batches per step), warm-up %zu, %s schedule, lr %g\n",
-            total, epochs, accum, oc.warmup_steps, sched_name(oc.sched), oc.lr);
-    b->report(b);
+    memset(&mt, 0, sizeof mt);
+    if (rank == 0) metrics_open(&mt, o->out_dir, start, total, o->quiet);
+    if (rank == 0) {
+        fprintf(stderr, "train: %s backend; %zu layers, hidden %zu, vocab %zu; LoRA r=%zu alpha=%g%s on", b->name,
+                dims.layers, dims.hidden, dims.vocab, l.r, l.alpha, l.rslora ? " (rsLoRA)" : "");
+        for (int m = 0; m < LORA_NMOD; m++) if (l.on[m]) fprintf(stderr, " %s", lora_module_name(m));
+        fprintf(stderr, ": %zu trainable parameters\n", l.n_params);
+        fprintf(stderr, "train: %zu optimizer steps (%zu epoch(s), %zu micro-batches per step), warm-up %zu, %s schedule, lr %g\n",
+                total, epochs, accum, oc.warmup_steps, sched_name(oc.sched), oc.lr);
+        b->report(b);
+    }
 
     struct sigaction sa = {0};
     sa.sa_handler = on_stop;
@@ -146,9 +172,9 @@ int train_run(const train_opts *o) {
     train_window w;
     size_t last_saved = start;
     mt.t0 = now_s();
-    fprintf(stderr, "train: start-up took %.2f s\n", mt.t0 - t_start);
+    if (rank == 0) fprintf(stderr, "train: start-up took %.2f s\n", mt.t0 - t_start);
     for (size_t step = start; step < total; step++) {
-        train_data_window(data, step, accum, world, rank, epochs, &w);
+        train_data_window(data, step, accum_rank, world, rank, epochs, &w);
         double inv = w.targets_global ? 1.0 / (double)w.targets_global : 0.0;
         b->zero_grads(b);
         double sum = 0.0;
@@ -157,7 +183,14 @@ int train_run(const train_opts *o) {
             if (w.mb[k].n_tok) sum += b->micro_step(b, &w.mb[k], (float)inv, drop);
         }
         b->reduce_grads(b);
-        if (o->debug_grads && step == start) {
+        // The loss of the whole window, and whether any rank was asked to stop:
+        // every rank must leave after the same step.
+        if (o->interrupt_after >= 0 && step + 1 == (size_t)o->interrupt_after) stop_signal = SIGINT;
+        double agree[2] = {sum, stop_signal ? (double)stop_signal : 0.0};
+        b->allreduce(b, agree, 2);
+        sum = agree[0];
+        if (agree[1] > 0 && !stop_signal) stop_signal = (int)agree[1] >= SIGTERM ? SIGTERM : SIGINT;
+        if (o->debug_grads && step == start && rank == 0) {
             float *g = xmalloc(l.n_params * sizeof(float));
             b->get_grads(b, g);
             lora_arena_save(&l, g, o->debug_grads);
@@ -173,17 +206,16 @@ int train_run(const train_opts *o) {
         }
         double lr = oc.lr * sched_lambda(&oc, step);
         b->adamw(b, clip_coef(oc.max_grad_norm, norm), lr, step + 1);
-        metrics_step(&mt, step + 1, w.epoch, loss, lr, norm, w.tokens_global, w.targets_global, now_s());
+        if (rank == 0) metrics_step(&mt, step + 1, w.epoch, loss, lr, norm, w.tokens_global, w.targets_global, now_s());
 
         int last = step + 1 == total;
-        if (eval && o->eval_steps && ((step + 1) % o->eval_steps == 0 || last)) {
+        if (rank == 0 && eval && o->eval_steps && ((step + 1) % o->eval_steps == 0 || last)) {
             size_t et;
             double el = evaluate(b, eval, &et);
             metrics_eval(&mt, step + 1, el, et);
         }
-        if (o->interrupt_after >= 0 && step + 1 == (size_t)o->interrupt_after) stop_signal = SIGINT;
         int save = (o->save_steps && (step + 1) % o->save_steps == 0) || stop_signal;
-        if (save && !last) {
+        if (save && !last && rank == 0) {
             st.step = step + 1;
             b->get_state(b, st.params, st.m, st.v);
             checkpoint_save(o, &l, &dims, &st, total, fp);
@@ -191,15 +223,20 @@ int train_run(const train_opts *o) {
         }
         if (stop_signal && !last) {
             metrics_close(&mt);
-            fprintf(stderr, "train: interrupted by %s after step %zu; checkpoint written to %s/checkpoint-%zu; "
-                    "continue with --resume\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1, o->out_dir, step + 1);
+            if (rank == 0)
+                fprintf(stderr, "train: interrupted by %s after step %zu; checkpoint written to %s/checkpoint-%zu; "
+                        "continue with --resume\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1, o->out_dir,
+                        step + 1);
             exit(128 + stop_signal);
         }
     }
-    b->get_state(b, st.params, NULL, NULL);
-    adapter_write_final(o, &l, st.params, o->out_dir);
     metrics_close(&mt);
-    fprintf(stderr, "train: done; adapter written to %s (adapter_model.safetensors, adapter_config.json)\n", o->out_dir);
+    if (rank == 0) {
+        b->get_state(b, st.params, NULL, NULL);
+        adapter_write_final(o, &l, st.params, o->out_dir);
+        fprintf(stderr, "train: done; adapter written to %s (adapter_model.safetensors, adapter_config.json)\n",
+                o->out_dir);
+    }
     b->destroy(b);
     free(st.params); free(st.m); free(st.v);
     lora_layout_free(&l);

@@ -2,6 +2,8 @@
 #include "train.h"
 #include "check.h"
 #include "atomic_out.h"
+#include "dist.h"
+#include "plan.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -33,7 +35,10 @@ static void usage(FILE *f) {
 "\n"
 "device:\n"
 "  --device cpu|cuda|auto CPU reference or CUDA (default auto: CUDA when a GPU is present)\n"
-"  --plan FILE            placement from shard-plan (GPUs, replicas, stages)\n"
+"  --plan FILE            placement from shard-plan: with R replicas, train starts one\n"
+"                         process per GPU on this host (or joins a launcher's: RANK,\n"
+"                         WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or Slurm's)\n"
+"  --rendezvous FILE      multi-host start without MASTER_ADDR: a path all ranks can read\n"
 "  --threads N            CPU threads (default: all cores)\n"
 "  --recompute            CUDA: recompute each layer's activations in the backward pass\n"
 "\n"
@@ -93,7 +98,7 @@ int main(int argc, char **argv) {
     const char *targets = "q_proj,k_proj,v_proj,o_proj";
     enum { O_MODEL = 256, O_DATA, O_OUT, O_DEVICE, O_PLAN, O_R, O_ALPHA, O_DROPOUT, O_TARGET, O_LR, O_EPOCHS,
            O_ACCUM, O_WR, O_WS, O_SCHED, O_WD, O_CLIP, O_SEED, O_RESUME, O_INIT, O_EVAL, O_EVAL_STEPS,
-           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_DEBUG_GRADS, O_INTERRUPT, O_HELP };
+           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_HELP };
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL}, {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"device", 1, 0, O_DEVICE},
         {"plan", 1, 0, O_PLAN}, {"lora-r", 1, 0, O_R}, {"lora-alpha", 1, 0, O_ALPHA},
@@ -106,7 +111,7 @@ int main(int argc, char **argv) {
         {"threads", 1, 0, O_THREADS}, {"rslora", 0, 0, O_RSLORA}, {"adam-beta1", 1, 0, O_B1},
         {"adam-beta2", 1, 0, O_B2}, {"adam-eps", 1, 0, O_EPS}, {"quiet", 0, 0, O_QUIET},
         {"recompute", 0, 0, O_RECOMPUTE}, {"debug-grads", 1, 0, O_DEBUG_GRADS},
-        {"interrupt-after", 1, 0, O_INTERRUPT}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"interrupt-after", 1, 0, O_INTERRUPT}, {"rendezvous", 1, 0, O_RDZV}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -154,9 +159,10 @@ int main(int argc, char **argv) {
         case O_B2: o.adam_beta2 = parse_double("--adam-beta2", optarg); break;
         case O_EPS: o.adam_eps = parse_double("--adam-eps", optarg); break;
         case O_QUIET: o.quiet = 1; break;
-        case O_RECOMPUTE: o.recompute = 1; break;
+        case O_RECOMPUTE: o.recompute = 1; o.recompute_set = 1; break;
         case O_DEBUG_GRADS: o.debug_grads = optarg; break;
         case O_INTERRUPT: o.interrupt_after = parse_long("--interrupt-after", optarg, 1); break;
+        case O_RDZV: o.rendezvous = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: die_usage("unknown option");
         }
@@ -172,5 +178,23 @@ int main(int argc, char **argv) {
     if (o.threads) omp_set_num_threads(o.threads);
 #endif
     mkdir_p(o.out_dir);
+    dist_info di;
+    dist_from_env(&di, o.rendezvous);
+    if (o.plan_path && !di.launched) {
+        plan pl;
+        char perr[512];
+        if (plan_load(&pl, o.plan_path, perr, sizeof perr)) die("%s", perr);
+        size_t replicas = pl.replicas;
+        plan_free(&pl);
+        // Several replicas: become the launcher of one process per GPU.
+        if (replicas > 1) return dist_launch((int)replicas, argv, o.out_dir);
+    }
+    o.rank = di.rank;
+    o.world = di.world;
+    o.local_rank = di.local_rank;
+    o.rdzv_file = di.rdzv_file;
+    o.master_addr = di.master_addr;
+    o.master_port = di.master_port;
+    if (o.rank != 0) o.quiet = 1;
     return train_run(&o);
 }

@@ -4,21 +4,12 @@
 #include "adapter.h"
 #include "check.h"
 #include "hf_model.h"
+#include "plan.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-model_dims train_model_dims(const hf_model *m) {
-    const hf_config *c = &m->cfg;
-    model_dims d = {.vocab = c->vocab_size, .hidden = c->hidden_size, .inter = c->intermediate_size,
-                    .layers = c->num_hidden_layers, .heads = c->num_attention_heads,
-                    .kv_heads = c->num_key_value_heads, .head_dim = c->head_dim, .rms_eps = c->rms_norm_eps,
-                    .rope_theta = c->rope_theta, .tied = c->tie_word_embeddings};
-    if (d.heads % d.kv_heads) die("%s: %zu attention heads are not a multiple of %zu key/value heads", c->path,
-                                  d.heads, d.kv_heads);
-    if (d.head_dim % 2) die("%s: head dimension %zu is odd; RoPE needs an even one", c->path, d.head_dim);
-    return d;
-}
+model_dims train_model_dims(const hf_model *m) { return plan_dims_from_config(&m->cfg); }
 
 int train_model_is_half(const hf_model *m) {
     const st_tensor *t = hf_model_tensor(m, "model.embed_tokens.weight");

@@ -30,6 +30,11 @@ typedef struct {
     int quiet;
     const char *debug_grads;   // write step 1's pre-clip gradients here (safetensors, PEFT keys)
     long interrupt_after;      // act as if SIGINT arrived after this step (tests); -1: never
+    const char *rendezvous;    // shared file for multi-host starts without MASTER_ADDR
+    int recompute_set;         // --recompute given (a plan's choice applies otherwise)
+    int rank, world, local_rank;   // data-parallel position (filled by main from dist.h)
+    const char *rdzv_file, *master_addr;
+    int master_port;
 } train_opts;
 
 // ---- data (data.c): micro-batches and windows from a pack -------------------
