@@ -194,9 +194,12 @@ int dist_launch(int world, char **argv, const char *out_dir) {
         if (r == world) continue;
         pid[r] = -1;
         alive--;
-        int bad = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0);
+        // Ranks leave together after an interruption (a signal, or --interrupt-after):
+        // exit 130/143 with a checkpoint written is not a failure.
         int interrupted = WIFEXITED(st) && (WEXITSTATUS(st) == 130 || WEXITSTATUS(st) == 143);
-        if (bad && !(sent && interrupted) && failed_rank < 0) {
+        int bad = !interrupted && (WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
+        if (interrupted && !status_out) status_out = WEXITSTATUS(st);
+        if (bad && failed_rank < 0) {
             failed_rank = r;
             failed_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             t_fail = now();
