@@ -57,12 +57,6 @@ struct dev_arena {
     void release() { if (base) cudaFree(base); base = nullptr; }
 };
 
-// Counts what a sequence of take() calls needs, so arenas are sized exactly.
-struct sizer {
-    size_t bytes = 0;
-    template <typename T> void add(size_t n) { bytes += arena_round(n * sizeof(T)); }
-};
-
 typedef uint16_t bfh;   // bf16 on the device, seen from host code
 
 struct layer_w {
@@ -832,6 +826,15 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->h_stage_n = 2 * N + (N + 1) + 2 * (2 * N + 64) + 2 * N;
     CUDA_CHECK(cudaHostAlloc((void **)&c->h_stage, c->h_stage_n * 4, cudaHostAllocDefault));
 
+    if (o->memory_cap) {   // the plan's cap: refuse to run past it rather than squeeze a neighbour
+        size_t fr, tot;
+        CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+        char u[32], k[32];
+        if (tot - fr > o->memory_cap)
+            die("GPU %d: %s in use exceeds the plan's memory cap of %s (run shard-plan with a larger --memory-cap, "
+                "or --recompute on)", o->local_rank, fmt_bytes((double)(tot - fr), u, sizeof u),
+                fmt_bytes((double)o->memory_cap, k, sizeof k));
+    }
     backend *b = (backend *)xcalloc(1, sizeof *b);
     b->name = "cuda";
     b->ctx = c;

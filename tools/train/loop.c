@@ -86,6 +86,7 @@ int train_run(const train_opts *o) {
             die("%s: this plan is for another model (%s); %s is %s; run shard-plan for it", o->plan_path,
                 pl.fingerprint, o->model_dir, plan_fingerprint(&dims));
         if (!o->recompute_set) ow.recompute = pl.recompute;
+        ow.memory_cap = pl.memory_cap;
         if (o->world > 1 && o->device == DEV_CPU) die("--plan with %d replicas needs --device cuda", o->world);
         plan_free(&pl);
     }
