@@ -38,10 +38,10 @@ setup() {
 }
 
 @test "dp: a rank that dies stops the others with a clear message" {
-    "$BIN/pack" --batch-size 2 --accum 2 --epochs 200 --seed 1 --keep-empty -o "$BATS_TEST_TMPDIR/long.pack" "$GOLD/untied-qkvo/data.jsonl"
+    "$BIN/pack" --batch-size 2 --accum 2 --epochs 3000 --seed 1 --keep-empty -o "$BATS_TEST_TMPDIR/long.pack" "$GOLD/untied-qkvo/data.jsonl"
     "$BIN/train" --device cuda --model "$GOLD/untied-qkvo/model" --data "$BATS_TEST_TMPDIR/long.pack" --out "$BATS_TEST_TMPDIR/k" \
         --plan "$BATS_TEST_TMPDIR/plan.json" --quiet --save-steps 50 2> "$BATS_TEST_TMPDIR/err" & pid=$!
-    sleep 8
+    sleep 5
     victim=$(pgrep -P $pid | tail -n 1)
     [ -n "$victim" ] || skip "the run ended before a rank could be killed"
     kill -9 "$victim"
