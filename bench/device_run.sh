@@ -69,6 +69,21 @@ curve)
         | (map(.rel) | max) as $w | (.[] | "\(.s) \(.ours) \(.hf) \(.rel)"), "max rel diff \($w)"' \
         "$OUT/curve.metrics.jsonl" | tee "$OUT/curve_compare.txt" | tail -n 3 | tee -a "$OUT/summary.txt"
     ;;
+prof)
+    # Where the time goes: phase totals (LORAPIPE_PROFILE=1) and, where nsys exists, per-kernel totals.
+    LORAPIPE_PROFILE=1 STEPS=8 ours prof .carry/hh_b16.pack
+    grep -A40 "train: profile" "$OUT/prof.log" | tee -a "$OUT/summary.txt"
+    NSYS=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n1)
+    if [ -n "$NSYS" ]; then
+        rm -rf /tmp/run-nsys
+        timeout 240 "$NSYS" profile -o /tmp/nsys-train --force-overwrite true bin/train --device cuda --model "$MODEL" \
+            --data .carry/hh_b16.pack --out /tmp/run-nsys --max-steps 6 --save-steps 0 --quiet > "$OUT/nsys.log" 2>&1
+        "$NSYS" stats --report cuda_gpu_kern_sum --format csv /tmp/nsys-train.nsys-rep > "$OUT/nsys_kern.csv" 2>>"$OUT/nsys.log"
+        head -n 40 "$OUT/nsys_kern.csv" | cut -c1-220 | tee -a "$OUT/summary.txt"
+    else
+        log "nsys not found"
+    fi
+    ;;
 speed)
     ours fast .carry/hh_b16.pack
     ours lean .carry/hh_b16.pack --recompute
@@ -102,6 +117,7 @@ bench)
     # A kernel that failed its test must not be timed: fall back to the cuBLAS path.
     if grep -q "FAILED.*lora" "$OUT/kernels.log" 2>/dev/null; then export LORAPIPE_LORA=gemm; log "LoRA kernels failed: LORAPIPE_LORA=gemm"; fi
     if grep -q "FAILED.*batched GEMM" "$OUT/kernels.log" 2>/dev/null; then export LORAPIPE_ATTENTION=kernel; log "GEMM attention failed: LORAPIPE_ATTENTION=kernel"; fi
+    if grep -q "FAILED.*short" "$OUT/kernels.log" 2>/dev/null && [ -z "${LORAPIPE_ATTENTION:-}" ]; then export LORAPIPE_ATTENTION=gemm; log "short attention failed: LORAPIPE_ATTENTION=gemm"; fi
     # alternate, twice each: the anchor's first run on a fresh machine is slow
     for round in 1 2; do
         anchor tuned-nockpt

@@ -68,6 +68,17 @@ void att_gemm_fwd(gemm_ctx *g, bf16_t *out, float *lse, const bf16_t *qkv, const
 void att_gemm_bwd(gemm_ctx *g, bf16_t *dqkv, float *delta, const bf16_t *dout, const bf16_t *out, const float *lse,
                   const bf16_t *qkv, const att_shape *a, size_t Lp, void *ws, int32_t *tok_seq, cudaStream_t s);
 
+// ---- attention for short sequences in shared memory (attention_short.cu) ---
+// The same contract for batches whose longest sequence has at most
+// ATT_SHORT_MAX tokens (and fits shared memory: att_short_ok). With grouped
+// query heads the backward needs att_short_scratch_bytes of fp32 scratch.
+#define ATT_SHORT_MAX 256
+int att_short_ok(const att_shape *a);
+size_t att_short_scratch_bytes(const att_shape *a);
+void att_short_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const att_shape *a, cudaStream_t s);
+void att_short_bwd(bf16_t *dqkv, const bf16_t *dout, const bf16_t *out, const float *lse, const bf16_t *qkv,
+                   const att_shape *a, float *scratch, cudaStream_t s);
+
 // ---- LoRA input side with fused dropout (lora.cu) ----------------------------
 // Mask key of (layer, module) for a micro-batch key, as the CPU reference derives it.
 uint64_t lora_mask_key(uint64_t key, size_t layer, int module);
@@ -79,6 +90,15 @@ void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N, size_t I, 
 // dA (r, I) fp32 += dt^T dropout(x); part: lora_da_ws_floats scratch
 void k_lora_da(float *dA, float *part, const bf16_t *dt, const bf16_t *x, size_t N, size_t I, size_t r, uint64_t k,
                float p, cudaStream_t s);
+// The adapter's B side without cuBLAS (r is far too thin a dimension for a
+// GEMM library's tiles); B (O, r) bf16 as PEFT stores lora_B, rows strided by ld:
+// y (N, O) += s t B^T ; dt (N, r) = s dy B ; dB (O, r) fp32 += s dy^T t (part: lora_da_ws_floats(N, r, O))
+void k_lora_out(bf16_t *y, size_t ldy, const bf16_t *t, const bf16_t *B, size_t N, size_t O, size_t r, float s,
+                cudaStream_t st);
+void k_lora_dt(bf16_t *dt, const bf16_t *dy, size_t lddy, const bf16_t *B, size_t N, size_t O, size_t r, float s,
+               cudaStream_t st);
+void k_lora_db(float *dB, float *part, const bf16_t *t, const bf16_t *dy, size_t lddy, size_t N, size_t O, size_t r,
+               float s, cudaStream_t st);
 // dst = dropout(src), n elements (the unfused path)
 void k_dropout(bf16_t *dst, const bf16_t *src, size_t n, uint64_t k, float p, cudaStream_t s);
 // dx (N, I) += dropout'(dt A)

@@ -169,17 +169,19 @@ static void test_rope() {
 }
 
 static gemm_ctx *G_CTX;
-static void test_attention(size_t D) {
-    // Three sequences of 5, 70 and 130 tokens (crossing the 64-token blocks), GQA 4:2.
-    std::vector<int32_t> seq = {0, 5, 75, 205};
-    size_t ns = 3, N = 205, H = 4, G = 2, ld = (H + 2 * G) * D + 8;
+// Three sequences of 5, 70 (17 when last < 70) and `last` tokens (130 crosses the
+// 64-token blocks and exceeds the short kernels' 128), H = 4 query heads over G kv heads.
+static void test_attention(size_t D, size_t last, size_t G) {
+    size_t mid = last >= 70 ? 70 : 17;
+    std::vector<int32_t> seq = {0, 5, (int32_t)(5 + mid), (int32_t)(5 + mid + last)};
+    size_t ns = 3, N = 5 + mid + last, H = 4, ld = (H + 2 * G) * D + 8;
     std::vector<int32_t> qb;
     for (size_t s = 0; s < ns; s++)
         for (int q0 = 0; q0 < seq[s + 1] - seq[s]; q0 += ATT_BQ) { qb.push_back((int32_t)s); qb.push_back(q0); }
     int32_t *dseq, *dqb;
     CUDA_CHECK(cudaMalloc(&dseq, seq.size() * 4)); CUDA_CHECK(cudaMemcpy(dseq, seq.data(), seq.size() * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMalloc(&dqb, qb.size() * 4)); CUDA_CHECK(cudaMemcpy(dqb, qb.data(), qb.size() * 4, cudaMemcpyHostToDevice));
-    att_shape a = {ns, N, H, G, D, ld, dseq, dqb, qb.size() / 2, 130};
+    att_shape a = {ns, N, H, G, D, ld, dseq, dqb, qb.size() / 2, std::max(last, mid)};
     bbuf qkv(N * ld), out(N * H * D), dout(N * H * D), dqkv(N * ld);
     fbuf lse(H * N), delta(H * N);
     out.poison();
@@ -224,8 +226,8 @@ static void test_attention(size_t D) {
             }
         }
     }
-    char name[64];
-    snprintf(name, sizeof name, "attention forward, varlen GQA, D=%zu", D);
+    char name[96];
+    snprintf(name, sizeof name, "attention forward, varlen, H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
     check(name, out.get(), ro, 8e-3);
     dqkv.poison();
     k_attention_bwd(dqkv.d, delta.d, dout.d, out.d, lse.d, qkv.d, &a, 0);
@@ -233,7 +235,7 @@ static void test_attention(size_t D) {
     // Compare only the q/k/v columns (the padding columns of ld are not outputs).
     std::vector<float> g2; std::vector<double> r2;
     for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) { g2.push_back(got[t * ld + c]); r2.push_back(rdq[t * ld + c]); }
-    snprintf(name, sizeof name, "attention backward dq dk dv, D=%zu", D);
+    snprintf(name, sizeof name, "attention backward dq dk dv, H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
     check(name, g2, r2, 2e-2);
     // The batched-GEMM path on the same inputs.
     size_t Lp = 136;
@@ -249,9 +251,29 @@ static void test_attention(size_t D) {
     got = dqkv.get();
     g2.clear();
     for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) g2.push_back(got[t * ld + c]);
-    snprintf(name, sizeof name, "attention backward (batched GEMM), D=%zu", D);
+    snprintf(name, sizeof name, "attention backward (batched GEMM), H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
     check(name, g2, r2, 2e-2);
     cudaFree(ws); cudaFree(ts);
+    // The fused short-sequence kernels, where the batch qualifies.
+    if (att_short_ok(&a)) {
+        float *scr = nullptr;
+        if (att_short_scratch_bytes(&a)) CUDA_CHECK(cudaMalloc(&scr, att_short_scratch_bytes(&a)));
+        out.poison();
+        att_short_fwd(out.d, lse.d, qkv.d, &a, 0);
+        snprintf(name, sizeof name, "attention forward (short, shared memory), H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
+        check(name, out.get(), ro, 8e-3);
+        dqkv.poison();
+        att_short_bwd(dqkv.d, dout.d, out.d, lse.d, qkv.d, &a, scr, 0);
+        got = dqkv.get();
+        g2.clear();
+        for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) g2.push_back(got[t * ld + c]);
+        snprintf(name, sizeof name, "attention backward (short, shared memory), H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
+        check(name, g2, r2, 2e-2);
+        if (scr) cudaFree(scr);
+    } else if (last <= 128) {
+        snprintf(name, sizeof name, "short attention takes L<=%zu, D=%zu", last, D);
+        check(name, {1.0f}, {0.0}, 0.0);   // must qualify: fail loudly
+    }
     cudaFree(dseq); cudaFree(dqb);
 }
 
@@ -375,6 +397,38 @@ static void test_lora(float p) {
         }
     snprintf(name, sizeof name, "lora: dx += dropout'(dt A), p=%.1f", p);
     check(name, dx.get(), rdx, 8e-3);
+    // The B side, on columns [c0, c0 + O) of rows of stride ld (q/k/v inside the qkv buffer).
+    size_t O = 250, ld = 300, c0 = 40;
+    float s = 0.7f;
+    bbuf B(O * r, 0.2f), y(N * ld), dy(N * ld);
+    fbuf dB(O * r, 0.3f);
+    std::vector<float> y0 = y.h, dB0 = dB.h, tv = t.get();   // t as k_lora_in left it
+    k_lora_out(y.d + c0, ld, t.d, B.d, N, O, r, s, 0);
+    std::vector<double> ry(y0.begin(), y0.end()), rdt(N * r), rdb(O * r);
+    for (size_t n = 0; n < N; n++)
+        for (size_t o = 0; o < O; o++) {
+            double a = 0;
+            for (size_t q = 0; q < r; q++) a += (double)tv[n * r + q] * B.h[o * r + q];
+            ry[n * ld + c0 + o] += s * a;
+        }
+    check("lora: y += s t B^T (strided rows)", y.get(), ry, 8e-3);
+    dt.poison();
+    k_lora_dt(dt.d, dy.d + c0, ld, B.d, N, O, r, s, 0);
+    for (size_t n = 0; n < N; n++)
+        for (size_t q = 0; q < r; q++) {
+            double a = 0;
+            for (size_t o = 0; o < O; o++) a += (double)dy.h[n * ld + c0 + o] * B.h[o * r + q];
+            rdt[n * r + q] = s * a;
+        }
+    check("lora: dt = s dy B (strided rows)", dt.get(), rdt, 8e-3);
+    k_lora_db(dB.d, part, t.d, dy.d + c0, ld, N, O, r, s, 0);
+    for (size_t o = 0; o < O; o++)
+        for (size_t q = 0; q < r; q++) {
+            double a = 0;
+            for (size_t n = 0; n < N; n++) a += (double)dy.h[n * ld + c0 + o] * tv[n * r + q];
+            rdb[o * r + q] = dB0[o * r + q] + s * a;
+        }
+    check("lora: dB += s dy^T t (strided rows)", dB.get(), rdb, 1e-5);
     cudaFree(part);
 }
 
@@ -386,9 +440,13 @@ int main() {
     test_gemm(g);
     test_rmsnorm();
     test_rope();
-    test_attention(16);
-    test_attention(64);
-    test_attention(128);
+    test_attention(16, 130, 2);
+    test_attention(64, 130, 2);
+    test_attention(128, 130, 2);
+    test_attention(64, 20, 2);     // short kernels, tiny tiles
+    test_attention(128, 128, 2);   // short kernels at their limit, GQA
+    test_attention(128, 128, 4);   // short kernels, one kv head per query head (Qwen1.5-7B)
+    test_attention(128, 100, 4);
     test_lora(0.0f);
     test_lora(0.3f);
     test_swiglu();

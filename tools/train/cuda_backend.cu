@@ -129,6 +129,7 @@ struct cuda_ctx {
     mem_plan plan;                    // arena sizes (lib/mem_plan.c, shared with shard-plan)
     size_t att_lp;                    // padded length for this batch; 0: streaming kernels
     int att_force_kernel;
+    int att_short, att_force_gemm;    // this batch through attention_short.cu; LORAPIPE_ATTENTION=gemm forbids it
 };
 
 static void mark(cuda_ctx *c, const char *name) {
@@ -181,8 +182,10 @@ static void lora_fwd(cuda_ctx *c, bfh *y, size_t ldy, bfh *t, const bfh *x, size
                      dropout_cfg drop) {
     size_t N = c->N, r = c->l->r;
     if (c->lora_fused) {   // dropout drawn inside the x A^T kernel: x is read once
+        mark(c, "fwd lora in");
         k_lora_in(t, x, lora_a(c, layer, m), N, I, r, lora_mask_key(drop.key, layer, m), drop.p, c->stream);
-        gemm_linear_fwd(c->gemm, y, ldy, t, r, lora_b(c, layer, m), r, N, O, r, nullptr, c->l->scaling, 1.0f);
+        mark(c, "fwd lora out");
+        k_lora_out(y, ldy, t, lora_b(c, layer, m), N, O, r, c->l->scaling, c->stream);   // y += s t B^T
         return;
     }
     const bfh *xin = x;
@@ -196,14 +199,19 @@ static void lora_bwd(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh
                      size_t layer, int m, dropout_cfg drop) {
     size_t N = c->N, r = c->l->r;
     float s = c->l->scaling;
-    gemm_linear_dw(c->gemm, grad_b(c, layer, m), dy, lddy, t, r, N, O, r, s, 1.0f);            // dB += s dy^T t
-    gemm_linear_dx(c->gemm, c->dt, r, dy, lddy, lora_b(c, layer, m), r, N, O, r, s, 0.0f);     // dt = s dy B
     if (c->lora_fused) {
+        mark(c, "bwd lora dB dt");
+        k_lora_db(grad_b(c, layer, m), c->da_part, t, dy, lddy, N, O, r, s, c->stream);        // dB += s dy^T t
+        k_lora_dt(c->dt, dy, lddy, lora_b(c, layer, m), N, O, r, s, c->stream);                // dt = s dy B
         uint64_t k = lora_mask_key(drop.key, layer, m);
+        mark(c, "bwd lora dA");
         k_lora_da(grad_a(c, layer, m), c->da_part, c->dt, x, N, I, r, k, drop.p, c->stream);  // dA += dt^T dropout(x)
+        mark(c, "bwd lora dx");
         k_lora_dx(dx, c->dt, lora_a(c, layer, m), N, I, r, k, drop.p, c->stream);           // dx += dropout'(dt A)
         return;
     }
+    gemm_linear_dw(c->gemm, grad_b(c, layer, m), dy, lddy, t, r, N, O, r, s, 1.0f);            // dB += s dy^T t
+    gemm_linear_dx(c->gemm, c->dt, r, dy, lddy, lora_b(c, layer, m), r, N, O, r, s, 0.0f);     // dt = s dy B
     const bfh *xin = x;
     if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
     gemm_linear_dw(c->gemm, grad_a(c, layer, m), c->dt, r, xin, I, N, r, I, 1.0f, 1.0f);        // dA += dt^T x
@@ -235,7 +243,8 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     k_rope(a->qkv, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     k_rope(a->qkv, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     mark(c, "fwd attention");
-    if (c->att_lp) att_gemm_fwd(c->gemm, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
+    if (c->att_short) att_short_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
+    else if (c->att_lp) att_gemm_fwd(c->gemm, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
     else k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
     // x_mid = x + o_proj(att): the residual add rides in the product's C input.
     mark(c, "fwd gemm");
@@ -287,7 +296,9 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     mark(c, "bwd lora");
     if (l->on[LORA_O]) lora_bwd(c, c->datt, c->dres, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
     mark(c, "bwd attention");
-    if (c->att_lp)
+    if (c->att_short)
+        att_short_bwd(c->dqkv_buf, c->datt, a->att, a->lse, a->qkv, &c->as, (float *)c->att_ws, c->stream);
+    else if (c->att_lp)
         att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws,
                      c->tok_seq, c->stream);
     else k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
@@ -346,6 +357,9 @@ static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
     size_t lp = (maxL + 7) / 8 * 8;
     c->att_lp = !c->att_force_kernel && att_gemm_ws_bytes(mb->n_seq, c->d.heads, lp, c->d.head_dim) <= c->att_ws_bytes
                 ? lp : 0;
+    // Short sequences (the fine-tuning case) go through one fused kernel per (sequence, head).
+    c->att_short = !c->att_force_kernel && !c->att_force_gemm && att_short_ok(&c->as) &&
+                   att_short_scratch_bytes(&c->as) <= c->att_ws_bytes;
     // Staging is reused by the next batch: wait until these copies have left it.
     CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -718,8 +732,11 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     // a lookup needs only this batch's rows, and the table is 1 GiB at 7B.
     int embed_on_host = c->recompute && !d->tied;
     const char *lf = getenv("LORAPIPE_LORA"), *ak = getenv("LORAPIPE_ATTENTION");
-    c->lora_fused = lora_fused_rank_ok(r) && !(lf && !strcmp(lf, "gemm"));
+    // The fused kernels read pairs of columns: every LoRA input width must be even.
+    c->lora_fused = lora_fused_rank_ok(r) && d->hidden % 2 == 0 && d->inter % 2 == 0 && d->head_dim % 2 == 0 &&
+                    !(lf && !strcmp(lf, "gemm"));
     c->att_force_kernel = ak && !strcmp(ak, "kernel");
+    c->att_force_gemm = ak && !strcmp(ak, "gemm");
     mem_plan_in mi = {d, r, l->on, N, c->max_len, c->recompute, o->lora_dropout > 0, c->lora_fused, c->att_force_kernel};
     mem_plan_compute(&c->plan, &mi);
     c->weights.init("weights", c->plan.weights);
