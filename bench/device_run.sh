@@ -109,6 +109,16 @@ multi)
     timeout 300 python3 .carry/hf_seed.py .carry/tok .carry/huanhuan.json seed-devmap 6 > "$OUT/anchor-seed-devmap.log" 2>&1
     log "anchor seed-devmap rc=$? $(grep -E 'RESULT|device map' "$OUT/anchor-seed-devmap.log" | cut -c1-700)"
     ;;
+offload)
+    # Host offload: the 7B shape on a GPU capped at 8 GiB by the plan, against the in-memory lean run;
+    # the adapters after the same steps must be identical.
+    bin/shard-plan --model "$MODEL" --memory-cap 8GiB --pack .carry/hh_b16.pack -o /tmp/plan8.json 2> "$OUT/shard-plan8.log"
+    cat "$OUT/shard-plan8.log" >> "$OUT/summary.txt"; cp /tmp/plan8.json "$OUT/plan8.json"
+    jq -c '{recompute, host_offload, memory_per_gpu, host_memory_bytes, predicted_tokens_per_s}' /tmp/plan8.json | tee -a "$OUT/summary.txt"
+    STEPS=${OFFLOAD_STEPS:-8} ours off8 .carry/hh_b16.pack --plan /tmp/plan8.json
+    STEPS=${OFFLOAD_STEPS:-8} ours lean8 .carry/hh_b16.pack --recompute
+    cmp /tmp/run-off8/adapter_model.safetensors /tmp/run-lean8/adapter_model.safetensors && log "offload adapter identical to the in-memory run"
+    ;;
 dptest)
     timeout 300 bats --tap tests/gpu/dp_gpu.bats > "$OUT/dp_gpu.tap" 2>&1
     grep -E "^(ok|not ok)|#" "$OUT/dp_gpu.tap" | head -40 | tee -a "$OUT/summary.txt"

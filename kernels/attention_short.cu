@@ -74,8 +74,11 @@ extern "C" int att_short_ok(const att_shape *a) {
            as_fits(Lm, a->D, 0, nullptr) && as_fits(Lm, a->D, 1, nullptr);
 }
 
+// With grouped query heads each block writes its head's dK, dV to fp32 scratch
+// (N, 2, H, D) and a second kernel sums each group in head order: no atomics,
+// so that runs stay bit-reproducible.
 extern "C" size_t att_short_scratch_bytes(const att_shape *a) {
-    return a->H == a->G ? 0 : a->N * 2 * a->G * a->D * sizeof(float);
+    return a->H == a->G ? 0 : a->N * 2 * a->H * a->D * sizeof(float);
 }
 
 // Rows [0, L) of a head from a (N, ld) matrix into a (Lm, ldd) tile, zeros below; 16-byte copies.
@@ -107,7 +110,7 @@ __device__ void tri_abt(float *S, int Lm, const bf16 *A, const bf16 *B, int ldd,
 }
 
 // Write a (16, 16) fp32 accumulator through per-warp staging to rows [r0, r0+16) of
-// dst (row stride ld, columns c0..), rows >= L skipped; bf16 or fp32 atomics.
+// dst (row stride ld, columns c0..), rows >= L skipped; bf16, or fp32 into dst32.
 __device__ void emit_tile(const frag_acc &acc, float *stage, bf16 *dst, float *dst32, size_t ld, int r0, int c0,
                           int L) {
     wmma::store_matrix_sync(stage, acc, 16, wmma::mem_row_major);
@@ -116,7 +119,7 @@ __device__ void emit_tile(const frag_acc &acc, float *stage, bf16 *dst, float *d
     for (int e = lane; e < 256; e += 32) {
         int i = r0 + e / 16, j = c0 + e % 16;
         if (i >= L) continue;
-        if (dst32) atomicAdd(dst32 + (size_t)i * ld + j, stage[e]);
+        if (dst32) dst32[(size_t)i * ld + j] = stage[e];
         else dst[(size_t)i * ld + j] = tobf(stage[e]);
     }
     __syncwarp();
@@ -222,9 +225,9 @@ att_short_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out
     // dV = P^T dO (staging in S, free now)
     bf16 *dq = dqkv + (size_t)t0 * ld + (size_t)h * D;
     bf16 *dk = dqkv + (size_t)t0 * ld + (size_t)(H + kh) * D, *dv = dqkv + (size_t)t0 * ld + (size_t)(H + G + kh) * D;
-    float *dk32 = dkv32 ? dkv32 + (size_t)t0 * 2 * G * D + (size_t)kh * D : nullptr;
-    float *dv32 = dkv32 ? dk32 + (size_t)G * D : nullptr;
-    size_t ld32 = (size_t)2 * G * D;
+    size_t ld32 = 2 * HD;   // scratch (N, 2, H, D): this head's dK, then its dV
+    float *dk32 = dkv32 ? dkv32 + (size_t)t0 * ld32 + (size_t)h * D : nullptr;
+    float *dv32 = dkv32 ? dk32 + HD : nullptr;
     tri_pv(P, ly.ldp, dO, ly.ldd, D, nt, 1, S, dv, dv32, dkv32 ? ld32 : ld, L);
     __syncthreads();
     // dP = dO V^T into S, then dS = P (dP - delta) * scale over P in place
@@ -241,10 +244,17 @@ att_short_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out
     tri_pv(P, ly.ldp, Q, ly.ldd, D, nt, 1, S, dk, dk32, dkv32 ? ld32 : ld, L);
 }
 
-// dqkv's k and v columns from the fp32 sums over each query group (GQA).
-__global__ void dkv_cast_kernel(bf16 *dqkv, const float *dkv32, size_t N, size_t ld, size_t col0, size_t W) {
-    for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < N * W; x += (size_t)gridDim.x * blockDim.x)
-        dqkv[(x / W) * ld + col0 + x % W] = tobf(dkv32[x]);
+// dqkv's k and v columns (G heads each) from the per-query-head scratch (N, 2, H, D):
+// each kv head sums its rep query heads in order.
+__global__ void dkv_sum_kernel(bf16 *dqkv, const float *part, size_t N, size_t ld, size_t col0, int H, int G, int D) {
+    size_t W = (size_t)2 * G * D, rep = (size_t)(H / G);
+    for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < N * W; x += (size_t)gridDim.x * blockDim.x) {
+        size_t n = x / W, c = x % W, which = c / ((size_t)G * D), g = (c / D) % G, e = c % D;
+        const float *p = part + n * 2 * H * D + which * H * D + g * rep * D + e;
+        float acc = 0.0f;
+        for (size_t j = 0; j < rep; j++) acc += p[j * D];
+        dqkv[n * ld + col0 + c] = tobf(acc);
+    }
 }
 
 static as_layout layout_for(const att_shape *a, int bwd, const void *kernel) {
@@ -270,16 +280,14 @@ extern "C" void att_short_bwd(bf16_t *dqkv, const bf16_t *dout, const bf16_t *ou
     as_layout l = layout_for(a, 1, (const void *)att_short_bwd_kernel);
     float scale = (float)(1.0 / sqrt((double)a->D));
     int gqa = a->H != a->G;
-    if (gqa) CUDA_CHECK(cudaMemsetAsync(scratch, 0, att_short_scratch_bytes(a), s));
     att_short_bwd_kernel<<<(unsigned)(a->n_seq * a->H), AS_WARPS * 32, l.bytes, s>>>(
         (bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)qkv, a->seq,
         a->N, (int)a->H, (int)a->G, a->ld, scale, l);
     LAUNCH_CHECK();
     if (gqa) {
-        size_t W = 2 * a->G * a->D;
-        size_t g = (a->N * W + 255) / 256;
-        dkv_cast_kernel<<<(unsigned)(g < 4096 ? g : 4096), 256, 0, s>>>((bf16 *)dqkv, scratch, a->N, a->ld,
-                                                                        a->H * a->D, W);
+        size_t g = (a->N * 2 * a->G * a->D + 255) / 256;
+        dkv_sum_kernel<<<(unsigned)(g < 4096 ? g : 4096), 256, 0, s>>>((bf16 *)dqkv, scratch, a->N, a->ld, a->H * a->D,
+                                                                       (int)a->H, (int)a->G, (int)a->D);
         LAUNCH_CHECK();
     }
 }

@@ -38,8 +38,11 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
     else m->embed_host = V * C * BF;
     if (!d->tied) w += arena_round(V * C * BF);
     w += arena_round(C * BF);
-    w += L * (arena_round(dqkv * C * BF) + arena_round(dqkv * BF) + arena_round(C * qd * BF) +
-              arena_round(2 * F * C * BF) + arena_round(C * F * BF) + 2 * arena_round(C * BF));
+    // Layers: all of them, or with host offload two slots that the layers stream through.
+    m->layer_bytes = arena_round(dqkv * C * BF) + arena_round(dqkv * BF) + arena_round(C * qd * BF) +
+                     arena_round(2 * F * C * BF) + arena_round(C * F * BF) + 2 * arena_round(C * BF);
+    w += (in->offload ? min2(2, L) : L) * m->layer_bytes;
+    m->host_layers = in->offload ? L * m->layer_bytes : 0;
     w += arena_round(D / 2 * F4);
     m->weights = w;
 

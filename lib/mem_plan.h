@@ -28,12 +28,15 @@ typedef struct {
     int dropout;               // LoRA dropout > 0
     int lora_fused;            // fused LoRA input kernels (no dropout scratch)
     int attention_kernel;      // force the streaming attention kernels (no tiles)
+    int offload;               // host offload: layer weights in pinned host memory, two device slots
 } mem_plan_in;
 
 typedef struct {
     size_t weights, lora, activations, workspace, attention, cublas;
     size_t total;              // device bytes allocated by the process (not the CUDA context)
     size_t embed_host;         // bytes of the embedding kept in host memory instead (lean, untied)
+    size_t layer_bytes;        // one layer's frozen weights on the device (the unit host offload streams)
+    size_t host_layers;        // pinned host bytes of the offloaded layers (0 without offload)
     size_t logit_rows;         // rows of the logits chunk
     size_t logits;             // bytes of the logits chunk and its rows (part of workspace)
     size_t lora_params;        // floats in one LoRA arena

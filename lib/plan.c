@@ -70,9 +70,10 @@ int plan_load(plan *p, const char *path, char *err, size_t n) {
                !get_size(root, "stages_per_replica", &p->stages, path, err, n) &&
                !get_size(root, "accum", &p->accum, path, err, n) &&
                !get_size(root, "memory_cap_bytes", &mc, path, err, n)) {
-        json_t *rec = json_object_get(root, "recompute");
+        json_t *rec = json_object_get(root, "recompute"), *off = json_object_get(root, "host_offload");
         json_t *g = json_object_get(root, "gpus");
         if (!json_is_boolean(rec)) fail(err, n, "%s: \"recompute\" is missing or not true/false", path);
+        else if (off && !json_is_boolean(off)) fail(err, n, "%s: \"host_offload\" is not true/false", path);
         else if (!json_is_array(g) || json_array_size(g) == 0) fail(err, n, "%s: \"gpus\" is missing or empty", path);
         else if (p->replicas == 0 || p->replicas > json_array_size(g))
             fail(err, n, "%s: %zu replicas for %zu GPUs", path, p->replicas, json_array_size(g));
@@ -80,6 +81,7 @@ int plan_load(plan *p, const char *path, char *err, size_t n) {
             fail(err, n, "%s: %zu layer stages per replica; this train runs whole-model replicas only", path, p->stages);
         else {
             p->recompute = json_is_true(rec);
+            p->offload = off && json_is_true(off);
             p->gpus = json_array_size(g);
             p->memory_cap = mc;
             p->fingerprint = xstrdup(fp);

@@ -12,8 +12,10 @@
 #define PLAN_CONTEXT_BYTES (640ULL << 20)
 // Sustained training rates measured on an H200 for the 7B shape (docs/PERF.md),
 // in FLOP/s counted as 4N per token (6N with recompute).
-#define PLAN_RATE_FAST 385e12
-#define PLAN_RATE_LEAN 412e12
+#define PLAN_RATE_FAST 452e12
+#define PLAN_RATE_LEAN 478e12
+// Host-to-device bytes/s of pinned copies, for host offload's prediction (PCIe 5 x16 in practice).
+#define PLAN_HOST_LINK_BPS 40e9
 
 // Model dimensions from a config, with the checks the trainer needs.
 model_dims plan_dims_from_config(const hf_config *c);
@@ -27,6 +29,7 @@ typedef struct {
     char *fingerprint;
     size_t replicas, stages, accum, gpus;
     int recompute;
+    int offload;               // "host_offload"
     unsigned long long memory_cap;
 } plan;
 

@@ -40,7 +40,7 @@ setup() {
     [ "$status" -eq 1 ]
 }
 
-@test "shard-plan: the 7B shape on small cards chooses recompute, and refuses what cannot fit" {
+@test "shard-plan: the 7B shape on small cards chooses recompute, then host offload, and refuses what cannot fit" {
     mkdir -p "$BATS_TEST_TMPDIR/q7"
     cat > "$BATS_TEST_TMPDIR/q7/config.json" <<'J'
 {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu", "hidden_size": 4096,
@@ -52,7 +52,11 @@ J
     jq -e '.recompute == false and (.memory_per_gpu.total / 1073741824) > 22 and (.memory_per_gpu.total / 1073741824) < 24' "$BATS_TEST_TMPDIR/a.json"
     "$BIN/shard-plan" --model "$BATS_TEST_TMPDIR/q7" --gpus 1x20GB --tokens 2048 --max-len 128 -o "$BATS_TEST_TMPDIR/b.json" 2>/dev/null
     jq -e '.recompute == true and .embedding_on_host == true' "$BATS_TEST_TMPDIR/b.json"
-    run "$BIN/shard-plan" --model "$BATS_TEST_TMPDIR/q7" --gpus 2x8GiB --tokens 2048 --max-len 128
+    # 8 GiB cards: the layers stay in host memory and stream through two device slots
+    "$BIN/shard-plan" --model "$BATS_TEST_TMPDIR/q7" --gpus 2x8GiB --tokens 2048 --max-len 128 -o "$BATS_TEST_TMPDIR/c.json" 2>/dev/null
+    jq -e '.recompute == true and .host_offload == true and .memory_per_gpu.total < 8 * 1073741824
+           and .host_memory_bytes > 13 * 1073741824 and .predicted_tokens_per_s > 0' "$BATS_TEST_TMPDIR/c.json"
+    run "$BIN/shard-plan" --model "$BATS_TEST_TMPDIR/q7" --gpus 2x3GiB --tokens 2048 --max-len 128
     [ "$status" -eq 1 ]
     [[ "$output" == *"does not fit"*"smallest memory that works is"* ]]
     [ "$(printf '%s\n' "$output" | wc -l)" -eq 1 ]

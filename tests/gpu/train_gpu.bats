@@ -75,3 +75,28 @@ compare_curves() {
     train_case untied-qkvo cuda "$BATS_TEST_TMPDIR/u.pack" "$BATS_TEST_TMPDIR/cut" --quiet --resume
     cmp "$BATS_TEST_TMPDIR/full/adapter_model.safetensors" "$BATS_TEST_TMPDIR/cut/adapter_model.safetensors"
 }
+
+@test "gpu: --offload (layers streamed from host memory) changes no bit, also on tied weights" {
+    for c in untied-qkvo tied-all-rslora; do
+        pack_case $c "$BATS_TEST_TMPDIR/$c.pack"
+        train_case $c cuda "$BATS_TEST_TMPDIR/$c.pack" "$BATS_TEST_TMPDIR/$c-r" --quiet --recompute
+        run train_case $c cuda "$BATS_TEST_TMPDIR/$c.pack" "$BATS_TEST_TMPDIR/$c-o" --offload
+        [ "$status" -eq 0 ]
+        [[ "$output" == *"2 layer slots; 2 layers in pinned host memory"* ]]
+        cmp "$BATS_TEST_TMPDIR/$c-r/adapter_model.safetensors" "$BATS_TEST_TMPDIR/$c-o/adapter_model.safetensors"
+    done
+    run "$BIN/train" --device cpu --offload --model "$GOLD/untied-qkvo/model" --data "$BATS_TEST_TMPDIR/untied-qkvo.pack" --out "$BATS_TEST_TMPDIR/x"
+    [ "$status" -eq 2 ]
+}
+
+@test "gpu: --offload streams layers through the two slots bit-exactly (5-layer GQA model)" {
+    python3 -c 'import torch, transformers' 2>/dev/null || skip "torch + transformers not installed (they make the model)"
+    python3 "$ROOT/bench/make_random_model.py" "$BATS_TEST_TMPDIR/m5" --shape qwen2.5-0.5b --layers 5 >/dev/null 2>&1
+    pack_case untied-qkvo "$BATS_TEST_TMPDIR/u.pack"
+    for mode in recompute offload; do
+        "$BIN/train" --device cuda --model "$BATS_TEST_TMPDIR/m5" --data "$BATS_TEST_TMPDIR/u.pack" \
+            --out "$BATS_TEST_TMPDIR/$mode" --max-steps 4 --save-steps 0 --quiet --lora-dropout 0.1 --$mode 2> "$BATS_TEST_TMPDIR/$mode.log"
+    done
+    grep -q "5 layers in pinned host memory" "$BATS_TEST_TMPDIR/offload.log"
+    cmp "$BATS_TEST_TMPDIR/recompute/adapter_model.safetensors" "$BATS_TEST_TMPDIR/offload/adapter_model.safetensors"
+}

@@ -205,27 +205,31 @@ int main(int argc, char **argv) {
         if (b < avail) avail = b;
     }
 
-    // Memory of one replica holding every layer, fast and lean.
-    mem_plan fast, lean;
-    mem_plan_in in = {&d, r, on, tokens, max_len, 0, dropout > 0, 1, 0};
+    // Memory of one replica holding every layer, fast and lean; and, for GPUs
+    // too small for that, lean with the layers streamed from host memory.
+    mem_plan fast, lean, offl;
+    mem_plan_in in = {&d, r, on, tokens, max_len, 0, dropout > 0, 1, 0, 0};
     mem_plan_compute(&fast, &in);
     in.recompute = 1;
     mem_plan_compute(&lean, &in);
+    in.offload = 1;
+    mem_plan_compute(&offl, &in);
     unsigned long long ctx = PLAN_CONTEXT_BYTES;
-    int use_lean;
+    int use_lean, use_offload = 0;
     if (!strcmp(recompute, "on")) use_lean = 1;
     else if (!strcmp(recompute, "off")) use_lean = 0;
     else use_lean = fast.total + ctx > avail;
-    const mem_plan *m = use_lean ? &lean : &fast;
+    if (use_lean && lean.total + ctx > avail) use_offload = 1;
+    const mem_plan *m = use_offload ? &offl : use_lean ? &lean : &fast;
     char b1[32], b2[32], b3[32];
     if (m->total + ctx > avail) {
-        unsigned long long need = (use_lean || !strcmp(recompute, "off") ? m->total : lean.total) + ctx;
+        unsigned long long need = (!strcmp(recompute, "off") ? fast.total : offl.total) + ctx;
         die("%s does not fit: one replica needs %s per GPU (%s, %zu-token micro-batches) and the GPUs offer %s; "
-            "the smallest memory that works is %s per GPU%s (layer stages over several GPUs and host offload are "
-            "not implemented yet)", cfg_path, fmt_bytes((double)(m->total + ctx), b1, sizeof b1),
-            use_lean ? "with recompute" : "without recompute", tokens, fmt_bytes((double)avail, b2, sizeof b2),
-            fmt_bytes((double)need, b3, sizeof b3),
-            !strcmp(recompute, "off") ? "" : " with --recompute on and smaller micro-batches still less");
+            "the smallest memory that works is %s per GPU%s (layer stages over several GPUs are not implemented yet)",
+            cfg_path, fmt_bytes((double)(m->total + ctx), b1, sizeof b1),
+            use_offload ? "recompute, layers streamed from host memory" : use_lean ? "with recompute" : "without recompute",
+            tokens, fmt_bytes((double)avail, b2, sizeof b2), fmt_bytes((double)need, b3, sizeof b3),
+            !strcmp(recompute, "off") ? "" : " with host offload; smaller micro-batches need still less");
     }
 
     // Replicas: every GPU, as long as the optimizer window splits evenly over them.
@@ -240,12 +244,21 @@ int main(int argc, char **argv) {
     double flop_tok = (use_lean ? 6.0 : 4.0) * params;
     double rate = use_lean ? PLAN_RATE_LEAN : PLAN_RATE_FAST;
     double tps = replicas * rate / flop_tok * (replicas > 1 ? 0.95 : 1.0);
+    // Offload is bound by the host link: every layer crosses it twice per micro-batch (forward, then
+    // recompute + backward).
+    if (use_offload) {
+        double per_mb = 2.0 * (double)d.layers * (double)offl.layer_bytes / PLAN_HOST_LINK_BPS;
+        double t_off = replicas * (double)tokens / per_mb;
+        if (t_off < tps) tps = t_off;
+    }
 
     fprintf(stderr, "shard-plan: %s: %zu layers, %.2f B parameters; %zu GPU(s), %s usable each\n", cfg_path, d.layers,
             params / 1e9, ng, fmt_bytes((double)avail, b1, sizeof b1));
-    fprintf(stderr, "shard-plan: one replica needs %s without recompute, %s with; chose %s\n",
-            fmt_bytes((double)(fast.total + ctx), b1, sizeof b1), fmt_bytes((double)(lean.total + ctx), b2, sizeof b2),
-            use_lean ? "recompute (the fast setting does not fit)" : "no recompute (fastest that fits)");
+    fprintf(stderr, "shard-plan: one replica needs %s without recompute, %s with, %s with the layers in host memory; "
+            "chose %s\n", fmt_bytes((double)(fast.total + ctx), b1, sizeof b1),
+            fmt_bytes((double)(lean.total + ctx), b2, sizeof b2), fmt_bytes((double)(offl.total + ctx), b3, sizeof b3),
+            use_offload ? "host offload (recompute alone does not fit; the host link bounds the speed)"
+            : use_lean ? "recompute (the fast setting does not fit)" : "no recompute (fastest that fits)");
     if (replicas < ng)
         fprintf(stderr, "shard-plan: %zu replica(s) on %zu GPU(s): an optimizer step's %zu micro-batches split evenly "
                 "over %zu (pack with --accum a multiple of the GPU count to use them all)\n", replicas, ng, accum,
@@ -280,7 +293,7 @@ int main(int argc, char **argv) {
     json_object_set_new(root, "accum", json_integer((json_int_t)accum));
     json_object_set_new(root, "recompute", json_boolean(use_lean));
     json_object_set_new(root, "embedding_on_host", json_boolean(m->embed_host > 0));
-    json_object_set_new(root, "host_offload", json_false());
+    json_object_set_new(root, "host_offload", json_boolean(use_offload));
     json_object_set_new(root, "replicas", json_integer((json_int_t)replicas));
     json_object_set_new(root, "stages_per_replica", json_integer(1));
     json_t *pl = json_array();
@@ -290,6 +303,7 @@ int main(int argc, char **argv) {
                                             "head", 1));
     json_object_set_new(root, "placement", pl);
     json_object_set_new(root, "memory_per_gpu", mem_json(m, ctx));
+    if (use_offload) json_object_set_new(root, "host_memory_bytes", json_integer((json_int_t)(m->host_layers + m->embed_host)));
     json_object_set_new(root, "predicted_tokens_per_s", json_real(round(tps)));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     aout o;

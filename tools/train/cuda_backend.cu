@@ -92,6 +92,14 @@ struct cuda_ctx {
     const lora_layout *l;
     const optim_cfg *oc;
     int recompute;
+    // Host offload: every layer's frozen weights in pinned host memory (one
+    // block per layer, laid out as a device slot), streamed on copy_stream
+    // into slot i % 2 while the other slot's layer computes.
+    int offload;
+    uint8_t *host_layers; size_t layer_bytes;
+    uint8_t *slot_base[2]; long slot_layer[2];
+    cudaStream_t copy_stream;
+    cudaEvent_t slot_ready[2], slot_free[2];
     size_t max_tok, max_len, dqkv, qd, kvd;
     cudaStream_t stream;
     gemm_ctx *gemm;
@@ -371,6 +379,29 @@ static layer_acts *acts_of(cuda_ctx *c, size_t i) {
     return a;
 }
 
+// ---- host offload: layer i lives in slot i % 2 while it computes -------------
+static void layer_load(cuda_ctx *c, long i) {   // issue layer i's copy unless its slot holds it
+    if (i < 0 || (size_t)i >= c->d.layers) return;
+    int s = (int)(i & 1);
+    if (c->slot_layer[s] == i) return;
+    CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->slot_free[s], 0));   // the slot's last user is done
+    CUDA_CHECK(cudaMemcpyAsync(c->slot_base[s], c->host_layers + (size_t)i * c->layer_bytes, c->layer_bytes,
+                               cudaMemcpyHostToDevice, c->copy_stream));
+    CUDA_CHECK(cudaEventRecord(c->slot_ready[s], c->copy_stream));
+    c->slot_layer[s] = i;
+}
+// Before layer i computes: its weights are (being) copied, the next layer's copy
+// starts behind it, and the compute stream waits for layer i's.
+static void layer_acquire(cuda_ctx *c, size_t i, long next) {
+    if (!c->offload) return;
+    layer_load(c, (long)i);
+    layer_load(c, next);
+    CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->slot_ready[i & 1], 0));
+}
+static void layer_release(cuda_ctx *c, size_t i) {
+    if (c->offload) CUDA_CHECK(cudaEventRecord(c->slot_free[i & 1], c->stream));
+}
+
 // Forward of the whole model; returns the summed loss over targets; with
 // grad, the backward pass adds inv_n-scaled LoRA gradients.
 static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg drop, int grad) {
@@ -394,7 +425,11 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
     } else {
         k_embed(x_at(c, 0), c->embed, c->ids, N, C, s);
     }
-    for (size_t i = 0; i < L; i++) layer_fwd(c, i, acts_of(c, i), x_at(c, i), x_at(c, i + 1), drop);
+    for (size_t i = 0; i < L; i++) {
+        layer_acquire(c, i, (long)i + 1);
+        layer_fwd(c, i, acts_of(c, i), x_at(c, i), x_at(c, i + 1), drop);
+        layer_release(c, i);
+    }
     const bfh *xL = x_at(c, L);
     mark(c, "loss (head + xent)");
     k_rmsnorm_fwd(c->lnf, c->rstdf, xL, c->norm_f, N, C, (float)c->d.rms_eps, s);
@@ -421,10 +456,12 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
         k_rmsnorm_bwd(c->dres, c->dln, xL, c->rstdf, c->norm_f, N, C, 1, s);
         for (size_t i = L; i-- > 0;) {
             layer_acts *a = acts_of(c, i);
+            layer_acquire(c, i, (long)i - 1);
             // Recompute rebuilds the layer from its saved input; the output it
             // rewrites into x_at(i + 1) is bit-identical to what is there.
             if (c->recompute) layer_fwd(c, i, a, x_at(c, i), x_at(c, i + 1), drop);
             layer_bwd(c, i, a, drop);
+            layer_release(c, i);
         }
     }
     mark(c, "end");
@@ -620,9 +657,15 @@ static void cu_report(backend *b) {
     char al[32], us[32], at[32];
     size_t arenas = c->weights.cap + c->lora.cap + c->acts.cap + c->work.cap + gemm_workspace_bytes(c->gemm) +
                     c->att_ws_bytes;
-    fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16%s), LoRA state %s, activations %s%s, workspace %s; "
+    char off[96] = "";
+    if (c->offload) {
+        char hb[32];
+        snprintf(off, sizeof off, ", 2 layer slots; %zu layers in pinned host memory: %s", c->d.layers,
+                 fmt_bytes((double)(c->d.layers * c->layer_bytes), hb, sizeof hb));
+    }
+    fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16%s%s), LoRA state %s, activations %s%s, workspace %s; "
             "logit chunk %zu rows; attention tiles %s; allocated %s, in use on the device %s (with the CUDA context)\n", dev, prop.name,
-            fmt_bytes((double)c->weights.cap, w, sizeof w), c->embed_host ? ", embedding in host memory" : "",
+            fmt_bytes((double)c->weights.cap, w, sizeof w), c->embed_host ? ", embedding in host memory" : "", off,
             fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->acts.cap, a, sizeof a),
             c->recompute ? " (recompute)" : "", fmt_bytes((double)c->work.cap, k, sizeof k), c->logit_rows,
             fmt_bytes((double)c->att_ws_bytes, at, sizeof at), fmt_bytes((double)arenas, al, sizeof al), fmt_bytes((double)(tot - fr), us, sizeof us));
@@ -639,6 +682,12 @@ static void cu_destroy(backend *b) {
     cudaFreeHost(c->h_stage);
     if (c->att_ws) { cudaFree(c->att_ws); cudaFree(c->tok_seq); }
     if (c->embed_stage) cudaFreeHost(c->embed_stage);
+    if (c->offload) {
+        cudaStreamSynchronize(c->copy_stream);
+        cudaFreeHost(c->host_layers);
+        for (int s2 = 0; s2 < 2; s2++) { cudaEventDestroy(c->slot_ready[s2]); cudaEventDestroy(c->slot_free[s2]); }
+        cudaStreamDestroy(c->copy_stream);
+    }
     cudaStreamDestroy(c->stream);
     free(c->tensor_off_host);
     delete c;
@@ -685,6 +734,25 @@ struct uploader {
             which ^= 1;
         }
     }
+    // The same conversion straight into (pinned) host memory: the offloaded layers.
+    static void to_host(uint16_t *dst, const st_tensor *t) {
+        size_t n = t->numel;
+        if (t->dtype == DT_BF16) {
+            const uint16_t *src = (const uint16_t *)t->data;
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; i += 1 << 16) memcpy(dst + i, src + i, std::min((size_t)1 << 16, n - i) * 2);
+        } else if (t->dtype == DT_F32) {
+            const float *src = (const float *)t->data;
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+        } else if (t->dtype == DT_F16) {
+            const uint16_t *src = (const uint16_t *)t->data;
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(f16_to_f32(src[i]));
+        } else {
+            die("tensor %s: dtype %s cannot be trained from", t->name, dtype_name(t->dtype));
+        }
+    }
     void finish() {
         CUDA_CHECK(cudaStreamSynchronize(s));
         for (int i = 0; i < 2; i++) { cudaFreeHost(pinned[i]); cudaEventDestroy(done[i]); }
@@ -707,7 +775,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     if (!cuda_available()) die("--device cuda: no CUDA GPU is visible (%s)", "cudaGetDeviceCount found none");
     const hf_model *hm = (const hf_model *)model;
     cuda_ctx *c = new cuda_ctx();
-    c->d = *d; c->l = l; c->oc = oc; c->recompute = o->recompute;
+    c->d = *d; c->l = l; c->oc = oc; c->recompute = o->recompute || o->offload; c->offload = o->offload;
     c->rank = o->rank; c->world = o->world ? o->world : 1;
     int ndev = 0;
     CUDA_CHECK(cudaGetDeviceCount(&ndev));
@@ -737,7 +805,8 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
                     !(lf && !strcmp(lf, "gemm"));
     c->att_force_kernel = ak && !strcmp(ak, "kernel");
     c->att_force_gemm = ak && !strcmp(ak, "gemm");
-    mem_plan_in mi = {d, r, l->on, N, c->max_len, c->recompute, o->lora_dropout > 0, c->lora_fused, c->att_force_kernel};
+    mem_plan_in mi = {d, r, l->on, N, c->max_len, c->recompute, o->lora_dropout > 0, c->lora_fused, c->att_force_kernel,
+                      c->offload};
     mem_plan_compute(&c->plan, &mi);
     c->weights.init("weights", c->plan.weights);
     uploader up;
@@ -755,28 +824,53 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     up.put(c->norm_f, need(hm, "model.norm.weight"));
     c->lw.resize(L);
     char name[160];
+    // Device layer blocks: one per layer, or with offload two slots whose
+    // layout the host blocks copy (same offsets, layer_bytes apart).
+    size_t nblocks = c->offload ? std::min<size_t>(2, L) : L;
+    for (size_t i = 0; i < nblocks; i++) {
+        layer_w *w = &c->lw[i];
+        w->w_qkv = c->weights.take<bfh>(c->dqkv * C);
+        w->b_qkv = c->weights.take<bfh>(c->dqkv);
+        w->w_o = c->weights.take<bfh>(C * c->qd);
+        w->w_gu = c->weights.take<bfh>(2 * F * C);
+        w->w_d = c->weights.take<bfh>(C * F);
+        w->ln1 = c->weights.take<bfh>(C);
+        w->ln2 = c->weights.take<bfh>(C);
+    }
+    if (c->offload) {
+        c->layer_bytes = c->plan.layer_bytes;
+        for (int s2 = 0; s2 < 2; s2++) { c->slot_base[s2] = (uint8_t *)c->lw[s2 % nblocks].w_qkv; c->slot_layer[s2] = -1; }
+        if (nblocks == 2 && c->slot_base[1] - c->slot_base[0] != (ptrdiff_t)c->layer_bytes)
+            die_at(__FILE__, __LINE__, "layer slots are not %zu bytes apart", c->layer_bytes);
+        for (size_t i = nblocks; i < L; i++) c->lw[i] = c->lw[i & 1];
+        CUDA_CHECK(cudaHostAlloc((void **)&c->host_layers, L * c->layer_bytes, cudaHostAllocDefault));
+        CUDA_CHECK(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+        for (int s2 = 0; s2 < 2; s2++) {
+            CUDA_CHECK(cudaEventCreateWithFlags(&c->slot_ready[s2], cudaEventDisableTiming));
+            CUDA_CHECK(cudaEventCreateWithFlags(&c->slot_free[s2], cudaEventDisableTiming));
+        }
+    }
     for (size_t i = 0; i < L; i++) {
         layer_w *w = &c->lw[i];
 #define T(suffix) (snprintf(name, sizeof name, "model.layers.%zu.%s", i, suffix), need(hm, name))
-        w->w_qkv = c->weights.take<bfh>(c->dqkv * C);
-        up.put(w->w_qkv, T("self_attn.q_proj.weight"));
-        up.put(w->w_qkv + c->qd * C, T("self_attn.k_proj.weight"));
-        up.put(w->w_qkv + (c->qd + c->kvd) * C, T("self_attn.v_proj.weight"));
-        w->b_qkv = c->weights.take<bfh>(c->dqkv);
-        up.put(w->b_qkv, T("self_attn.q_proj.bias"));
-        up.put(w->b_qkv + c->qd, T("self_attn.k_proj.bias"));
-        up.put(w->b_qkv + c->qd + c->kvd, T("self_attn.v_proj.bias"));
-        w->w_o = c->weights.take<bfh>(C * c->qd);
-        up.put(w->w_o, T("self_attn.o_proj.weight"));
-        w->w_gu = c->weights.take<bfh>(2 * F * C);
-        up.put(w->w_gu, T("mlp.gate_proj.weight"));
-        up.put(w->w_gu + F * C, T("mlp.up_proj.weight"));
-        w->w_d = c->weights.take<bfh>(C * F);
-        up.put(w->w_d, T("mlp.down_proj.weight"));
-        w->ln1 = c->weights.take<bfh>(C);
-        up.put(w->ln1, T("input_layernorm.weight"));
-        w->ln2 = c->weights.take<bfh>(C);
-        up.put(w->ln2, T("post_attention_layernorm.weight"));
+        // put: straight to the device; with offload into layer i's host block at the slot's offsets
+        auto put = [&](bfh *dst, const st_tensor *t) {
+            if (!c->offload) { up.put(dst, t); return; }
+            size_t off = (size_t)((uint8_t *)dst - c->slot_base[i & 1]);
+            uploader::to_host((uint16_t *)(c->host_layers + i * c->layer_bytes + off), t);
+        };
+        put(w->w_qkv, T("self_attn.q_proj.weight"));
+        put(w->w_qkv + c->qd * C, T("self_attn.k_proj.weight"));
+        put(w->w_qkv + (c->qd + c->kvd) * C, T("self_attn.v_proj.weight"));
+        put(w->b_qkv, T("self_attn.q_proj.bias"));
+        put(w->b_qkv + c->qd, T("self_attn.k_proj.bias"));
+        put(w->b_qkv + c->qd + c->kvd, T("self_attn.v_proj.bias"));
+        put(w->w_o, T("self_attn.o_proj.weight"));
+        put(w->w_gu, T("mlp.gate_proj.weight"));
+        put(w->w_gu + F * C, T("mlp.up_proj.weight"));
+        put(w->w_d, T("mlp.down_proj.weight"));
+        put(w->ln1, T("input_layernorm.weight"));
+        put(w->ln2, T("post_attention_layernorm.weight"));
 #undef T
     }
     up.finish();

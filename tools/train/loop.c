@@ -86,11 +86,17 @@ int train_run(const train_opts *o) {
             die("%s: this plan is for another model (%s); %s is %s; run shard-plan for it", o->plan_path,
                 pl.fingerprint, o->model_dir, plan_fingerprint(&dims));
         if (!o->recompute_set) ow.recompute = pl.recompute;
+        if (!o->offload_set) ow.offload = pl.offload;
         ow.memory_cap = pl.memory_cap;
         if (o->world > 1 && o->device == DEV_CPU) die("--plan with %d replicas needs --device cuda", o->world);
         plan_free(&pl);
     }
     if (o->world > 1 && o->device == DEV_CPU) die("data-parallel ranks need --device cuda");
+    if (o->offload && o->device == DEV_CPU) {   // a plan's offload is for its GPUs; asked for by hand it is a mistake
+        if (o->offload_set) die_usage("--offload is a GPU setting (use --device cuda)");
+        ow.offload = 0;
+    }
+    if (o->offload) ow.recompute = 1;   // streaming the layers only makes sense with one activation set
     if (o->world > 1) ow.device = DEV_CUDA;
     size_t epochs = o->epochs ? o->epochs : train_data_epochs(data);
     if (epochs > train_data_epochs(data))

@@ -41,6 +41,8 @@ static void usage(FILE *f) {
 "  --rendezvous FILE      multi-host start without MASTER_ADDR: a path all ranks can read\n"
 "  --threads N            CPU threads (default: all cores)\n"
 "  --recompute            CUDA: recompute each layer's activations in the backward pass\n"
+"  --offload              CUDA: keep the frozen layer weights in pinned host memory and stream each\n"
+"                         layer through two device slots (implies --recompute; for GPUs too small)\n"
 "\n"
 "LoRA (defaults: the tutorial's):\n"
 "  --lora-r N             rank (default 8)\n"
@@ -98,7 +100,7 @@ int main(int argc, char **argv) {
     const char *targets = "q_proj,k_proj,v_proj,o_proj";
     enum { O_MODEL = 256, O_DATA, O_OUT, O_DEVICE, O_PLAN, O_R, O_ALPHA, O_DROPOUT, O_TARGET, O_LR, O_EPOCHS,
            O_ACCUM, O_WR, O_WS, O_SCHED, O_WD, O_CLIP, O_SEED, O_RESUME, O_INIT, O_EVAL, O_EVAL_STEPS,
-           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_HELP };
+           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_OFFLOAD, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_HELP };
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL}, {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"device", 1, 0, O_DEVICE},
         {"plan", 1, 0, O_PLAN}, {"lora-r", 1, 0, O_R}, {"lora-alpha", 1, 0, O_ALPHA},
@@ -110,7 +112,7 @@ int main(int argc, char **argv) {
         {"save-steps", 1, 0, O_SAVE}, {"save-total-limit", 1, 0, O_LIMIT}, {"max-steps", 1, 0, O_MAXSTEPS},
         {"threads", 1, 0, O_THREADS}, {"rslora", 0, 0, O_RSLORA}, {"adam-beta1", 1, 0, O_B1},
         {"adam-beta2", 1, 0, O_B2}, {"adam-eps", 1, 0, O_EPS}, {"quiet", 0, 0, O_QUIET},
-        {"recompute", 0, 0, O_RECOMPUTE}, {"debug-grads", 1, 0, O_DEBUG_GRADS},
+        {"recompute", 0, 0, O_RECOMPUTE}, {"offload", 0, 0, O_OFFLOAD}, {"debug-grads", 1, 0, O_DEBUG_GRADS},
         {"interrupt-after", 1, 0, O_INTERRUPT}, {"rendezvous", 1, 0, O_RDZV}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -160,6 +162,7 @@ int main(int argc, char **argv) {
         case O_EPS: o.adam_eps = parse_double("--adam-eps", optarg); break;
         case O_QUIET: o.quiet = 1; break;
         case O_RECOMPUTE: o.recompute = 1; o.recompute_set = 1; break;
+        case O_OFFLOAD: o.offload = 1; o.offload_set = 1; break;
         case O_DEBUG_GRADS: o.debug_grads = optarg; break;
         case O_INTERRUPT: o.interrupt_after = parse_long("--interrupt-after", optarg, 1); break;
         case O_RDZV: o.rendezvous = optarg; break;

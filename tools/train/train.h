@@ -32,6 +32,8 @@ typedef struct {
     long interrupt_after;      // act as if SIGINT arrived after this step (tests); -1: never
     const char *rendezvous;    // shared file for multi-host starts without MASTER_ADDR
     int recompute_set;         // --recompute given (a plan's choice applies otherwise)
+    int offload;               // CUDA: frozen layers in pinned host memory, streamed through two slots
+    int offload_set;           // --offload given
     unsigned long long memory_cap;  // a plan's per-GPU cap (bytes, 0: none), enforced after allocation
     int rank, world, local_rank;   // data-parallel position (filled by main from dist.h)
     const char *rdzv_file, *master_addr;
