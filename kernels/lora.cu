@@ -100,6 +100,9 @@ __global__ void lora_da_kernel(float *part, const bf16 *dt, const bf16 *x, size_
     float acc[R][2];
     #pragma unroll
     for (int q = 0; q < R; q++) acc[q][0] = acc[q][1] = 0.0f;
+    // Unrolled so that several rows' loads are in flight at once: with one
+    // block per (column range, chunk) there are few warps per SM to hide latency.
+    #pragma unroll 8
     for (size_t n = n0; n < n1; n++) {
         float2 xv = __bfloat1622float2(*(const __nv_bfloat162 *)(x + n * ldx + i));
         if (p > 0.0f) { xv.x *= keep(k, n * I + i, p, scale); xv.y *= keep(k, n * I + i + 1, p, scale); }
