@@ -63,6 +63,16 @@ png_ok() {
     [ "$status" -eq 0 ]
 }
 
+@test "demo tokenizer: bin/tokenize gives Hugging Face tokenizers' ids (data records, hard-text corpus)" {
+    # reference: tests/golden/tokenize_demo.py (the Rust library on the same tokenizer.json)
+    S=$(scratch)
+    { "$BIN/tokenize" -q -t "$D/model" "$D/data.json"
+      "$BIN/tokenize" -q -t "$D/model" -f text "$FIX/tokenize/hard_strings.jsonl"; } | jq -c '{input_ids, labels}' > "$S/ours.jsonl"
+    zstd -dc "$FIX/tokenize/demo_expected.jsonl.zst" > "$S/hf.jsonl"
+    [ "$(wc -l < "$S/hf.jsonl")" -eq 809 ]
+    cmp "$S/ours.jsonl" "$S/hf.jsonl" || { diff <(head -c 2000 "$S/ours.jsonl") <(head -c 2000 "$S/hf.jsonl"); false; }
+}
+
 @test "plot-loss: a valid PNG, the summary, bad input" {
     S=$(scratch)
     printf '%s\n' '{"step":1,"loss":6.5}' '{"step":2,"loss":5.0}' '{"step":2,"eval_loss":5.5}' '{"step":3,"loss":2.25}' > "$S/m.jsonl"
