@@ -184,7 +184,7 @@ clean:
 	rm -rf $(call q,$(OUT))
 
 help:
-	@sed -n '2,17p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+	@sed -n '1,/^$$/{/^#/p}' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 	@echo
 	@echo "Settings (current values):"
 	@$(foreach v,MODEL DATA TOKENIZER OUT SYSTEM FORMAT MAX_LEN MODE BATCH ACCUM EPOCHS SEED GPUS DEVICE LR LORA_R \
