@@ -202,9 +202,14 @@ DEMO_DIR      ?= build/demo
 DEMO_SEED     ?= 42
 DEMO_SETTINGS := LR=3e-3 LORA_R=16 LORA_ALPHA=32 TARGET=all EPOCHS=8 BATCH=4 ACCUM=2 SAVE_STEPS=0 SEED=$(DEMO_SEED)
 DEMO_ARGS     ?=
+# The tools build with one job per core unless make was given -j.
+DEMO_JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+.PHONY: demo-build
+demo-build: $(BINS) $(DEMO_DIR)/input/data.json
 $(DEMO_DIR)/input/data.json: bin/demo-init
 	bin/demo-init --out $(DEMO_DIR)/input --seed $(DEMO_SEED) --force
-demo: $(BINS) $(DEMO_DIR)/input/data.json
+demo:
+	@$(MAKE) --no-print-directory $(if $(filter -j%,$(MAKEFLAGS)),,-j$(DEMO_JOBS)) demo-build
 	@$(MAKE) --no-print-directory -f pipelines/finetune.mk MODEL=$(DEMO_DIR)/input/model \
 	    DATA=$(DEMO_DIR)/input/data.json OUT=$(DEMO_DIR)/run DEVICE=auto $(DEMO_SETTINGS) $(DEMO_ARGS)
 
