@@ -178,7 +178,7 @@ summary:
 	@echo "  HF model    $(OUT)/hf/"
 	@echo "  loss curve  $(PNG)"
 	@jq -s -r '[.[] | select(.loss != null)] as $$m | "  loss        \($$m[0].loss | .*1000 | round / 1000) at step \($$m[0].step) -> \($$m[-1].loss | .*1000 | round / 1000) at step \($$m[-1].step) (mean of the last 10 steps: \([$$m[-10:][].loss] | add / length | .*1000 | round / 1000))"' \
-	    $(call q,$(METRICS)) 2>/dev/null || true
+	    $(call q,$(METRICS)) 2>/dev/null || sed 's/^/  /' $(call q,$(L)/plot-loss.log) 2>/dev/null || true
 
 clean:
 	rm -rf $(call q,$(OUT))

@@ -63,6 +63,16 @@ png_ok() {
     [ "$status" -eq 0 ]
 }
 
+@test "demo-init --untied: a separate lm_head the trainer loads" {
+    S=$(scratch)
+    "$BIN/demo-init" --out "$S/u" --untied --dtype fp32 --records 40 2>/dev/null
+    [ "$(jq .tie_word_embeddings "$S/u/model/config.json")" = false ]
+    [ "$(jq -r .torch_dtype "$S/u/model/config.json")" = float32 ]
+    "$BIN/tokenize" -q -t "$S/u/model" "$S/u/data.json" | "$BIN/pack" --batch-size 4 -o "$S/u.pack"
+    "$BIN/train" --device cpu --model "$S/u/model" --data "$S/u.pack" --out "$S/run" --max-steps 2 --quiet
+    [ "$(wc -l < "$S/run/metrics.jsonl")" -eq 2 ]
+}
+
 @test "demo tokenizer: bin/tokenize gives Hugging Face tokenizers' ids (data records, hard-text corpus)" {
     # reference: tests/golden/tokenize_demo.py (the Rust library on the same tokenizer.json)
     S=$(scratch)

@@ -25,7 +25,7 @@ static void usage(void) {
     printf(
         "Usage: demo-init --out DIR [--seed N] [--records N] [--vocab N] [--layers N]\n"
         "                 [--hidden N] [--intermediate N] [--heads N] [--kv-heads N]\n"
-        "                 [--dtype bf16|fp32] [--force]\n"
+        "                 [--dtype bf16|fp32] [--untied] [--force]\n"
         "\n"
         "Write the embedded default that `make demo` fine-tunes, generated here (offline):\n"
         "  DIR/model/     a tiny Qwen2-architecture model with seeded random weights:\n"
@@ -50,6 +50,7 @@ static void usage(void) {
         "      --heads N          attention heads (default 4)\n"
         "      --kv-heads N       key/value heads (default 2)\n"
         "      --dtype T          weight dtype: bf16 (default, as Qwen ships) or fp32\n"
+        "      --untied           a separate lm_head (as Qwen 7B) instead of tied embeddings\n"
         "  -f, --force            replace DIR if it exists\n"
         "  -h, --help             show this help\n"
         "\n"
@@ -158,6 +159,7 @@ static void write_json(const char *dir, const char *name, json_t *j, int sort) {
 typedef struct {
     size_t vocab, hidden, inter, layers, heads, kv_heads;
     dtype dt;
+    int untied;   // a separate lm_head (as Qwen's 7B and larger) instead of the tied embedding
 } dims;
 
 // Standard normal draws (Box-Muller on the torch-compatible generator).
@@ -169,7 +171,7 @@ static float randn(mt19937 *g) {
 static void write_weights(const char *path, const dims *d, mt19937 *g) {
     size_t hd = d->hidden / d->heads;
     typedef struct { char name[96]; size_t shape[2]; int ndim; float std, fill; } spec;
-    size_t cap = 4 + d->layers * 12;
+    size_t cap = 4 + d->layers * 12;   // embedding, norm, lm_head + 12 per layer
     spec *s = xcalloc(cap, sizeof *s);
     size_t n = 0;
 #define ADD(NDIM, R, C, STD, FILL, ...) do { snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__); \
@@ -178,6 +180,7 @@ static void write_weights(const char *path, const dims *d, mt19937 *g) {
     // and logits of 0.02-sized rows could not move far from uniform.
     ADD(2, d->vocab, d->hidden, 0.15f, 0, "model.embed_tokens.weight");
     ADD(1, d->hidden, 0, 0, 1, "model.norm.weight");
+    if (d->untied) ADD(2, d->vocab, d->hidden, 0.15f, 0, "lm_head.weight");
     for (size_t l = 0; l < d->layers; l++) {
         float w = 0.02f;   // Qwen2's initializer_range
         ADD(1, d->hidden, 0, 0, 1, "model.layers.%zu.input_layernorm.weight", l);
@@ -226,7 +229,7 @@ static json_t *model_config(const dims *d, size_t eos, size_t bos) {
                      "max_position_embeddings", (json_int_t)4096, "max_window_layers", (json_int_t)d->layers,
                      "model_type", "qwen2", "num_attention_heads", (json_int_t)d->heads,
                      "num_hidden_layers", (json_int_t)d->layers, "num_key_value_heads", (json_int_t)d->kv_heads,
-                     "rms_norm_eps", 1e-6, "rope_theta", 1000000.0, "sliding_window", "tie_word_embeddings", 1,
+                     "rms_norm_eps", 1e-6, "rope_theta", 1000000.0, "sliding_window", "tie_word_embeddings", !d->untied,
                      "use_cache", 1, "use_sliding_window", 0, "vocab_size", (json_int_t)d->vocab);
 }
 
@@ -270,14 +273,15 @@ int main(int argc, char **argv) {
     size_t records = 320, vocab = 512;
     dims d = {0, 64, 128, 2, 4, 2, DT_BF16};
     int force = 0;
-    enum { O_RECORDS = 256, O_VOCAB, O_LAYERS, O_HIDDEN, O_INTER, O_HEADS, O_KV, O_DTYPE };
+    enum { O_RECORDS = 256, O_VOCAB, O_LAYERS, O_HIDDEN, O_INTER, O_HEADS, O_KV, O_DTYPE, O_UNTIED };
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'},       {"seed", required_argument, 0, 's'},
         {"records", required_argument, 0, O_RECORDS}, {"vocab", required_argument, 0, O_VOCAB},
         {"layers", required_argument, 0, O_LAYERS}, {"hidden", required_argument, 0, O_HIDDEN},
         {"intermediate", required_argument, 0, O_INTER}, {"heads", required_argument, 0, O_HEADS},
         {"kv-heads", required_argument, 0, O_KV},  {"dtype", required_argument, 0, O_DTYPE},
-        {"force", no_argument, 0, 'f'},            {"help", no_argument, 0, 'h'},
+        {"untied", no_argument, 0, O_UNTIED},     {"force", no_argument, 0, 'f'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "o:s:fh", opts, NULL)) != -1) {
@@ -295,6 +299,7 @@ int main(int argc, char **argv) {
             d.dt = dtype_from_user(optarg);
             if (d.dt != DT_BF16 && d.dt != DT_F32) die_usage("--dtype: expected bf16 or fp32, got '%s'", optarg);
             break;
+        case O_UNTIED: d.untied = 1; break;
         case 'f': force = 1; break;
         case 'h': usage(); return 0;
         default: die_usage("try 'demo-init --help'");
