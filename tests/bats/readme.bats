@@ -16,7 +16,7 @@ block() {
 }
 
 @test "README: every test marker is followed by a shell block" {
-    for n in demo pipeline tutorial stages; do
+    for n in demo pipeline tutorial stages tokenize-shared pack; do
         [ -n "$(block $n)" ] || { echo "no block '$n' in README.md"; false; }
     done
 }
@@ -97,4 +97,28 @@ block() {
         || skip "the real run needs a Qwen1.5-7B-Chat folder (LORAPIPE_QWEN7B), ../shared/data/huanhuan.json and a GPU"
     cd "$ROOT"
     block tutorial | sed "s#MODEL=Qwen1.5-7B-Chat#MODEL=$M#; s#DATA=huanhuan.json#DATA=$SHARED/data/huanhuan.json#" | bash -e
+}
+
+@test "README: tokenize on ../shared's Qwen tokenizer and huanhuan.json, as written" {
+    need_shared qwen-tokenizer/tokenizer.json
+    need_shared data/huanhuan.json
+    # ../shared seen from a scratch working folder, as from a checkout beside it
+    S=$(scratch)
+    mkdir "$S/work" && ln -s "$SHARED" "$S/shared" && ln -s "$ROOT/bin" "$S/work/bin"
+    cd "$S/work"
+    run bash -e -c "$(block tokenize-shared)"   # (head closes the pipe early: no pipefail)
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"现在你要扮演皇帝身边的女人--甄嬛"* ]]
+    [ "$(wc -l < train.jsonl)" -eq "$(jq length "$SHARED/data/huanhuan.json")" ]
+}
+
+@test "README: pack's examples on the demo's data, as written" {
+    cd "$ROOT"
+    [ -s build/demo/run/tokens.jsonl ] || make demo >/dev/null
+    run bash -e -o pipefail -c "$(block pack)"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *'"samples": 320'* ]]
+    [[ "$output" == *'"ranks":[['* ]]
+    rm -f build/data.pack build/packed.pack
 }

@@ -146,7 +146,7 @@ static void write_text(const char *dir, const char *name, const char *text) {
 
 // JSON as transformers writes its files: indent 2, sorted keys, newline.
 static void write_json(const char *dir, const char *name, json_t *j, int sort) {
-    char *s = json_dumps(j, JSON_INDENT(2) | (sort ? JSON_SORT_KEYS : JSON_PRESERVE_ORDER) | JSON_REAL_PRECISION(17));
+    char *s = json_dumps(j, JSON_INDENT(2) | (sort ? JSON_SORT_KEYS : JSON_PRESERVE_ORDER) | JSON_REAL_PRECISION(15));
     CHECK(s, "json_dumps failed");
     size_t n = strlen(s);
     s = xrealloc(s, n + 2);

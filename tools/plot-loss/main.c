@@ -204,11 +204,10 @@ int main(int argc, char **argv) {
     double ys = nice_step(ymax - ymin, 6), xs = nice_step(xmax - xmin, 8);
     ymax = ceil(ymax / ys) * ys; ymin = floor(ymin / ys) * ys;
 
-    static const uint8_t WHITE[3] = {255, 255, 255}, BLACK[3] = {0, 0, 0}, GRID[3] = {225, 225, 225},
+    static const uint8_t BLACK[3] = {0, 0, 0}, GRID[3] = {225, 225, 225},
                          LIGHT[3] = {160, 190, 235}, DARK[3] = {20, 60, 170}, RED[3] = {210, 30, 30};
     canvas c = {W, H, xmalloc((size_t)W * H * 3)};
     memset(c.px, 255, (size_t)W * H * 3);
-    (void)WHITE;
     int sc = H >= 400 ? 2 : 1;                         // font scale
     int left = 14 * sc + text_width("00.00", sc), right = W - 20, top = 20 + 9 * sc, bottom = H - 20 - 20 * sc;
 #define PX(x) (left + (int)lround(((x) - xmin) / (xmax - xmin) * (right - left)))
