@@ -74,8 +74,10 @@ SHELL := /bin/bash
 .SUFFIXES:
 MAKEFLAGS += --no-builtin-rules
 
-# DEVICE=auto: CUDA when the machine shows a GPU (train decides the same way).
-HAVE_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo yes)
+# DEVICE=auto: CUDA when the machine shows a GPU and bin/train was built with
+# CUDA (it then carries the CUDA runtime, linked statically); else the CPU.
+HAVE_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && grep -q cudaGetDeviceCount $(BIN)/train 2>/dev/null \
+                    && echo yes)
 RUN_DEVICE := $(if $(filter auto,$(DEVICE)),$(if $(HAVE_GPU),cuda,cpu),$(DEVICE))
 PLAN_GPUS := $(if $(filter cpu,$(RUN_DEVICE)),$(if $(filter auto,$(GPUS)),$(CPU_PLAN_GPUS),$(GPUS)),$(GPUS))
 
