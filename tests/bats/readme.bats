@@ -16,7 +16,7 @@ block() {
 }
 
 @test "README: every test marker is followed by a shell block" {
-    for n in demo pipeline tutorial stages tokenize-shared pack; do
+    for n in demo pipeline tutorial stages tokenize-shared pack train-example shard-plan-example merge-export; do
         [ -n "$(block $n)" ] || { echo "no block '$n' in README.md"; false; }
     done
 }
@@ -121,4 +121,43 @@ block() {
     [[ "$output" == *'"samples": 320'* ]]
     [[ "$output" == *'"ranks":[['* ]]
     rm -f build/data.pack build/packed.pack
+}
+
+# A scratch working folder where the tool sections' Qwen names stand for the
+# demo's files: Qwen1.5-7B(-Chat) -> the demo model, huanhuan.json -> its data.
+standins() {
+    cd "$ROOT"
+    [ -s build/demo/run/adapter/adapter_model.safetensors ] || make demo >/dev/null
+    S=$(scratch)
+    ln -s "$ROOT/bin" "$S/bin"
+    ln -s "$ROOT/build/demo/input/model" "$S/Qwen1.5-7B"
+    ln -s "$ROOT/build/demo/input/model" "$S/Qwen1.5-7B-Chat"
+    ln -s "$ROOT/build/demo/input/data.json" "$S/huanhuan.json"
+    mkdir "$S/run" && ln -s "$ROOT/build/demo/run/adapter" "$S/run/adapter"
+    cd "$S"
+}
+
+@test "README: train's example as written (the demo's model and data standing in for Qwen1.5-7B-Chat)" {
+    standins
+    run bash -e -o pipefail -c "$(block train-example)"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    [ -s run1/adapter_model.safetensors ] && [ -s run1/metrics.jsonl ]
+    [ "$(jq -r .r run1/adapter_config.json)" -eq 8 ]
+}
+
+@test "README: shard-plan's example as written (needs a GPU for --gpus auto)" {
+    nvidia-smi -L >/dev/null 2>&1 || skip "shard-plan's example plans for the GPUs of the machine (--gpus auto): none here"
+    standins
+    bin/tokenize -q -t Qwen1.5-7B-Chat huanhuan.json | bin/pack --batch-size 16 -o hh.pack
+    run bash -e -c "$(block shard-plan-example)"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+}
+
+@test "README: merge and export's examples as written (the demo's model and adapter standing in)" {
+    standins
+    run bash -e -o pipefail -c "$(block merge-export)"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    [ -s merged/model.safetensors ] && [ -s merged/config.json ] && [ -s merged.safetensors ] && [ -s merged.tar.zst ]
+    [ -s adapter-bf16/adapter_model.safetensors ]
+    cmp merged/model.safetensors merged.safetensors || "$ROOT/build/test-tools/st_diff" merged/model.safetensors merged.safetensors
 }
