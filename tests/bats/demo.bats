@@ -35,6 +35,10 @@ png_ok() {
     [ "$status" -eq 2 ]
     run "$BIN/demo-init" --out "$D"
     [ "$status" -eq 1 ] && [[ "$output" == *"already exists"* ]]
+    # a trailing slash names the same folder; its parents are created
+    "$BIN/demo-init" --out "$(scratch)/a/b/" --records 10 2>/dev/null
+    [ -s "$(scratch)/a/b/data.json" ] && [ -s "$(scratch)/a/b/model/model.safetensors" ]
+    no_leftovers "$(scratch)/a"
 }
 
 @test "demo-init: the same seed gives byte-identical files, another seed other ones" {

@@ -307,6 +307,9 @@ int main(int argc, char **argv) {
     }
     if (optind < argc) die_usage("unexpected argument '%s'", argv[optind]);
     if (!out) die_usage("--out DIR is required");
+    char *out_clean = xstrdup(out);   // "dir/" names dir: its parent is made below, not dir itself
+    for (size_t n = strlen(out_clean); n > 1 && out_clean[n - 1] == '/'; n--) out_clean[n - 1] = 0;
+    out = out_clean;
     if (d.hidden % d.heads) die_usage("--hidden (%zu) must be a multiple of --heads (%zu)", d.hidden, d.heads);
     if (d.heads % d.kv_heads) die_usage("--heads (%zu) must be a multiple of --kv-heads (%zu)", d.heads, d.kv_heads);
     if ((d.hidden / d.heads) % 2) die_usage("the head size (--hidden / --heads) must be even (RoPE)");
@@ -373,6 +376,6 @@ int main(int argc, char **argv) {
             out, d.layers, d.hidden, d.heads, d.kv_heads, d.vocab, bpe_trainer_n_merges(bt), dtype_name(d.dt));
     fprintf(stderr, "demo-init: %s/data.json: %zu records (seed %llu)\n", out, records, (unsigned long long)seed);
     bpe_trainer_free(bt);
-    free(wpath); free(mdir);
+    free(wpath); free(mdir); free(out_clean);
     return 0;
 }
