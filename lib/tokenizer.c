@@ -47,6 +47,7 @@ tok_ctx *tok_ctx_new(const tok *t) {
     c->jit = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
     CHECK(c->mctx && c->jit, "pcre2 context allocation failed");
     pcre2_jit_stack_assign(c->mctx, NULL, c->jit);
+    pcre2_set_match_limit(c->mctx, TOK_MATCH_LIMIT);
     c->bpe = bpe_scratch_new();
     c->cache = xcalloc(CACHE_SLOTS, sizeof *c->cache);
     return c;
@@ -119,7 +120,9 @@ static void split_stage(tok_ctx *c, size_t k, const char *s, size_t n, tok_ids *
         if (rc < 0) {
             PCRE2_UCHAR msg[200];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            die("%s: regex match failed: %s", c->t->path, (char *)msg);
+            // Callers name the record; the limit is the likely cause (an
+            // adversarial pattern), so say which piece of text it hit.
+            die("%s: the Split regex failed on a %zu-byte piece of text: %s", c->t->path, n - at, (char *)msg);
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
