@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fuzz/run.sh: run the libFuzzer targets built in build/fuzz/ (make fuzz-build).
 #
-#   fuzz/run.sh campaign SECONDS NAME...   each target for SECONDS in turn; new
+#   fuzz/run.sh campaign SECONDS NAME...   each target for SECONDS in turn (NAME:S
+#                                          gives one target S seconds); new
 #                                          inputs go to build/fuzz/corpus/NAME,
 #                                          crashes to build/fuzz/artifacts/NAME/
 #   fuzz/run.sh smoke SECONDS NAME...      replay fuzz/regressions/NAME/* and the
@@ -39,7 +40,9 @@ extra_seeds() {
 
 total=0; total_s=0; bad=0
 printf '%-20s %12s %8s %10s %s\n' target executions seconds exec/s result
-for name in "$@"; do
+for arg in "$@"; do
+    name=${arg%%:*} t=$secs
+    [ "$name" = "$arg" ] || t=${arg#*:}
     bin=build/fuzz/fuzz_$name
     [ -x "$bin" ] || { echo "$bin: not built (make fuzz-build)"; bad=1; continue; }
     art=build/fuzz/artifacts/$name; mkdir -p "$art"
@@ -58,7 +61,7 @@ for name in "$@"; do
     work=build/fuzz/corpus/$name; mkdir -p "$work"
     start=$(date +%s%N)
     # shellcheck disable=SC2046
-    $nice "$bin" $(opts_for $name) $dict -max_total_time="$secs" -print_final_stats=1 \
+    $nice "$bin" $(opts_for $name) $dict -max_total_time="$t" -print_final_stats=1 \
         -artifact_prefix="$art/" -close_fd_mask=1 "$work" fuzz/corpus/$name $(extra_seeds $name) > "$log" 2>&1
     rc=$?
     end=$(date +%s%N)
