@@ -140,6 +140,16 @@ small_pack() {  # out.pack [pack options]
     refused "match limit" "$S/out.jsonl"
 }
 
+@test "merge: an adapter_config.json regex that backtracks catastrophically is refused at once" {
+    cp -r "$TINY/lora-qkvo-r8" "$S/a"
+    jq '.target_modules = "(.|.)*[!?]"' "$TINY/lora-qkvo-r8/adapter_config.json" > "$S/a/adapter_config.json"
+    run timeout 20 "$BIN/merge" --model "$TINY/qwen2-tiny-untied-bf16" --adapter "$S/a" -o "$S/m.safetensors"
+    refused 'target_modules regex "(.|.)*[!?]" backtracks catastrophically' "$S/m.safetensors"
+    jq '.rank_pattern = {"(q": 4}' "$TINY/lora-qkvo-r8/adapter_config.json" > "$S/a/adapter_config.json"
+    run "$BIN/merge" --model "$TINY/qwen2-tiny-untied-bf16" --adapter "$S/a" -o "$S/m.safetensors"
+    refused 'rank_pattern regex "(q" does not compile' "$S/m.safetensors"
+}
+
 # ---- a full disk ----------------------------------------------------------
 
 # Mount a 256 KiB tmpfs at $FULL, leaving $1 KiB free (skip where not permitted).
@@ -226,6 +236,24 @@ disk_full() {  # name-in-message [pattern]
     [ "$st" -eq 130 ] || skip "the run finished before the signal (status $st)"
     [ "$(ls "$S/cut" | grep -c '^checkpoint-')" -eq 1 ]
     [ ! -e "$S/cut/adapter_model.safetensors" ]
+    "$BIN/train" "${args[@]}" --out "$S/cut" --resume
+    cmp "$S/full/adapter_model.safetensors" "$S/cut/adapter_model.safetensors"
+}
+
+@test "train: SIGINT while a checkpoint is being written (one every step) ends with a whole one; resume is identical" {
+    small_pack "$S/long.pack" --epochs 20 --seed 1
+    args=(--device cpu --model "$M" --data "$S/long.pack" --lora-dropout 0.1 --quiet --save-steps 1 --save-total-limit 2)
+    "$BIN/train" "${args[@]}" --out "$S/full"
+    "$BIN/train" "${args[@]}" --out "$S/cut" & pid=$!
+    sleep 0.7
+    kill -INT $pid
+    st=0; wait $pid || st=$?
+    [ "$st" -eq 130 ] || skip "the run finished before the signal (status $st)"
+    [ -z "$(ls -A "$S/cut" | grep -E '\.tmp\.|\.old\.')" ]
+    last=$(ls "$S/cut" | sed -n 's/^checkpoint-\([0-9]*\)$/\1/p' | sort -n | tail -n1)
+    for f in adapter_model.safetensors adapter_config.json optimizer.safetensors trainer_state.json; do
+        [ -s "$S/cut/checkpoint-$last/$f" ]
+    done
     "$BIN/train" "${args[@]}" --out "$S/cut" --resume
     cmp "$S/full/adapter_model.safetensors" "$S/cut/adapter_model.safetensors"
 }
