@@ -209,21 +209,26 @@ disk_full() {  # name-in-message [pattern]
 @test "disk full: train exits 1 naming the file; only whole checkpoints remain and --resume continues" {
     small_pack "$S/u.pack" --epochs 3
     mkdir -p "$S/o"
-    small_disk 48
+    # Room for one checkpoint (about 108 KiB on a tmpfs) but not two.
+    small_disk 150
     args=(--device cpu --model "$M" --data "$S/u.pack" --quiet --save-steps 1 --save-total-limit 0)
     run "$BIN/train" "${args[@]}" --out "$FULL/run"
     disk_full "$FULL/run"
     [ ! -e "$FULL/run/adapter_model.safetensors" ]
-    # Every checkpoint folder left is complete; resuming elsewhere from a copy works.
+    # The checkpoints left are complete; resuming from a copy elsewhere continues from the last one.
+    n=0
     for c in "$FULL"/run/checkpoint-*; do
         [ -e "$c" ] || continue
+        n=$((n + 1))
         for f in adapter_model.safetensors adapter_config.json optimizer.safetensors trainer_state.json; do
             [ -s "$c/$f" ] || { echo "$c/$f missing"; return 1; }
         done
     done
+    [ "$n" -ge 1 ] || { echo "no checkpoint fitted: $(ls -A "$FULL/run")"; return 1; }
     cp -r "$FULL/run" "$S/resumed"
     run "$BIN/train" "${args[@]}" --out "$S/resumed" --resume
     [ "$status" -eq 0 ] || { echo "$output"; return 1; }
+    [[ "$output" == *"resuming from $S/resumed/checkpoint-"* ]]
     [ -s "$S/resumed/adapter_model.safetensors" ]
 }
 
