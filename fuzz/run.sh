@@ -53,7 +53,10 @@ for arg in "$@"; do
     # shellcheck disable=SC2046
     if [ "$mode" = smoke ] && [ -d fuzz/regressions/$name ] && [ -n "$(ls -A fuzz/regressions/$name)" ]; then
         # Files (not folders) given to a libFuzzer binary are each run once.
-        if ! "$bin" $(opts_for $name) fuzz/regressions/$name/* > "$log.regress" 2>&1; then
+        nreg=$(ls fuzz/regressions/$name | wc -l)
+        if "$bin" $(opts_for $name) fuzz/regressions/$name/* > "$log.regress" 2>&1; then
+            echo "$name: $nreg regression input(s) replayed: ok"
+        else
             echo "$name: a regression input fails:"; grep -E 'ERROR|Running:|SUMMARY' "$log.regress" | tail -n 8
             bad=1
         fi

@@ -2,7 +2,6 @@
 # fuzz/: every libFuzzer target builds, replays its regression inputs (each a
 # crash the campaigns found, fixed since) and its seeds, and fuzzes for a
 # second, so that a parser change that crashes shows up in CI.
-
 load helpers
 
 @test "fuzz-smoke: every target builds, replays fuzz/regressions, fuzzes 1 s without a crash" {
@@ -14,6 +13,10 @@ load helpers
     echo "$output"
     [ "$status" -eq 0 ]
     [[ "$output" == *"total"* ]]
+    # Every target with regression inputs replayed them.
+    for d in "$ROOT"/fuzz/regressions/*/; do
+        [[ "$output" == *"$(basename "$d"): "*" regression input(s) replayed: ok"* ]] || { echo "no replay for $d"; return 1; }
+    done
     # Every target ran and none crashed.
     for src in "$ROOT"/fuzz/fuzz_*.c; do
         name=$(basename "$src" .c); name=${name#fuzz_}
