@@ -3,9 +3,10 @@
 // The parsers die() on bad input, which is right for a tool and wrong inside
 // a fuzzer (exit() would end the run): check_die_hook turns die() into a
 // longjmp back to the target, and check_quiet keeps the millions of expected
-// error messages off stderr.  Memory a parser held when it died is not freed,
-// so targets whose parser can die run with -detect_leaks=0 (fuzz/run.sh);
-// parsers that return errors are run with leak detection on.
+// error messages off stderr.  A target must free what a refusal leaves behind
+// (fuzz_records.inc keeps it in statics for that), or run without leak
+// detection (tokenizer_json, whose loader holds a half-built tokenizer:
+// fuzz/run.sh) and with memory growing until the rss limit.
 //
 // Parsers that only take a path read the input through a memfd
 // ("/proc/self/fd/N"): no disk I/O and nothing to clean up.

@@ -23,7 +23,7 @@ nice=""; [ "$mode" = campaign ] && nice="nice -n 19"
 opts_for() {
     case $1 in
     tokenizer_json) echo "-detect_leaks=0 -max_len=65536 -timeout=20 -rss_limit_mb=4096" ;;
-    records_*) echo "-detect_leaks=0 -max_len=16384 -timeout=10" ;;
+    records_*) echo "-max_len=16384 -timeout=10" ;;
     pack) echo "-max_len=32768 -timeout=10" ;;
     safetensors_*|hf_config|adapter_config|plan|token_record) echo "-max_len=16384 -timeout=10" ;;
     *) echo "-timeout=10" ;;
@@ -46,7 +46,8 @@ for arg in "$@"; do
     bin=build/fuzz/fuzz_$name
     [ -x "$bin" ] || { echo "$bin: not built (make fuzz-build)"; bad=1; continue; }
     art=build/fuzz/artifacts/$name; mkdir -p "$art"
-    log=build/fuzz/logs/$name.log; mkdir -p "$(dirname "$log")"
+    # Logs per mode: a smoke run (make test) beside a campaign must not write into the campaign's logs.
+    log=build/fuzz/logs/$mode/$name.log; mkdir -p "$(dirname "$log")"
     dict=""; [ -e fuzz/$name.dict ] && dict="-dict=fuzz/$name.dict"
     leaks=1; case " $(opts_for $name) " in *" -detect_leaks=0 "*) leaks=0 ;; esac
     export ASAN_OPTIONS=$ASAN_BASE:detect_leaks=$leaks

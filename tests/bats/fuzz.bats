@@ -26,7 +26,7 @@ load helpers
 
 @test "fuzz: regression inputs exist for the crashes recorded in docs/RELIABILITY.md" {
     # Each finding in the Fuzzing section names its input under fuzz/regressions/.
-    grep -o 'fuzz/regressions/[a-z_]*/[A-Za-z0-9_.-]*' "$ROOT/docs/RELIABILITY.md" | sort -u | while read -r f; do
+    grep -o 'fuzz/regressions/[a-z_]*/[A-Za-z0-9_.-]*' "$ROOT/docs/RELIABILITY.md" | sed 's/\.$//' | sort -u | while read -r f; do
         [ -s "$ROOT/$f" ] || { echo "missing $f"; return 1; }
     done
 }
