@@ -11,7 +11,8 @@
 #
 # Settings (make VAR=value): CUDA=auto|0|1, CUDA_ARCH (default 90a; a list
 # such as "90a 80" builds machine code for each plus PTX for the lowest),
-# NVCC, CUDA_HOME, BLAS=auto|0|1, OPT (default -O2).
+# NVCC, CUDA_HOME, BLAS=auto|0|1, OPT (default -O2); for make fuzz,
+# FUZZ_SECONDS and FUZZ_TARGETS="pack plan:30" (a target, or target:seconds).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
@@ -245,6 +246,6 @@ clean:
 	rm -rf build bin
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 
 -include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$(patsubst %.o,%.d,$(filter %.o,$($(t)_OBJ))))
