@@ -343,6 +343,7 @@ int adapter_config_parse(adapter_config *c, const char *text, size_t len, const 
         goto done;
     if (!c->n_target && !c->target_regex) {
         // PEFT fills a missing target_modules from its per-model table (qwen2: q_proj, v_proj).
+        free(c->target_modules);      // an empty list ([]) was allocated
         c->target_modules = xcalloc(2, sizeof *c->target_modules);
         c->target_modules[c->n_target++] = xstrdup("q_proj");
         c->target_modules[c->n_target++] = xstrdup("v_proj");
