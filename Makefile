@@ -7,11 +7,13 @@
 #   make deps       install the Debian packages the project needs (idempotent)
 #   make demo       the whole chain on the embedded default model and data
 #                   (build/demo; DEMO_ARGS='LR=1e-3 ...' passes settings on)
-#   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (default 60)
+#   make fuzz-smoke build the fuzz targets, run each briefly, replay fuzz/regressions
 #
 # Settings (make VAR=value): CUDA=auto|0|1, CUDA_ARCH (default 90a; a list
 # such as "90a 80" builds machine code for each plus PTX for the lowest),
-# NVCC, CUDA_HOME, BLAS=auto|0|1, OPT (default -O2).
+# NVCC, CUDA_HOME, BLAS=auto|0|1, OPT (default -O2); for make fuzz,
+# FUZZ_SECONDS and FUZZ_TARGETS="pack plan:30" (a target, or target:seconds).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
@@ -174,7 +176,7 @@ build/asan/tests/%: tests/unit/%.c build/asan/liblorapipe.a
 	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -Itests/unit -o $@ $< build/asan/liblorapipe.a $(LDLIBS)
 
 # ---- tests ---------------------------------------------------------------
-.PHONY: fixtures all test test-unit test-bats test-gpu deps demo fuzz clean help
+.PHONY: fixtures all test test-unit test-bats test-gpu deps demo fuzz fuzz-build fuzz-smoke clean help
 # The real Qwen tokenizer, committed compressed (tests/fixtures/qwen-tokenizer).
 QWEN_FIX := build/fixtures/qwen-tokenizer/tokenizer.json
 $(QWEN_FIX): tests/fixtures/qwen-tokenizer/tokenizer.json.zst tests/fixtures/qwen-tokenizer/tokenizer_config.json
@@ -213,6 +215,46 @@ demo:
 	@$(MAKE) --no-print-directory -f pipelines/finetune.mk MODEL=$(DEMO_DIR)/input/model \
 	    DATA=$(DEMO_DIR)/input/data.json OUT=$(DEMO_DIR)/run DEVICE=auto $(DEMO_SETTINGS) $(DEMO_ARGS)
 
+# ---- fuzzing (docs/RELIABILITY.md "Fuzzing") ------------------------------
+# libFuzzer targets fuzz/fuzz_<name>.c, linked against the library built a
+# third time with clang and the same sanitizers (build/fuzz/).  OpenMP and
+# BLAS are left out: the parsers use neither.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SRC     := $(wildcard fuzz/fuzz_*.c)
+FUZZ_NAMES   := $(FUZZ_SRC:fuzz/fuzz_%.c=%)
+FUZZ_BIN     := $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wno-unused-parameter -Wno-sign-compare \
+                -Wno-missing-field-initializers -Wno-unknown-pragmas -Ilib $(PKG_CFLAGS) \
+                -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -DFUZZ_ROOT='"$(CURDIR)"'
+
+# Whether $(FUZZ_CC) links libFuzzer (evaluated only where used).
+FUZZ_OK = $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
+            $(FUZZ_CC) -x c -fsanitize=fuzzer - -o /dev/null 2>/dev/null && echo yes)
+
+build/fuzz/lib/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build/fuzz/liblorapipe.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@; ar rcs $@ $^
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h fuzz/fuzz_records.inc fuzz/fuzz_tiny_config.h build/fuzz/liblorapipe.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/liblorapipe.a $(PKG_LIBS) -lm -lpthread
+
+fuzz-build: $(FUZZ_BIN)
+# make test builds the targets with the rest (in parallel) where clang has
+# libFuzzer; tests/bats/fuzz.bats runs them (and skips, saying why, elsewhere).
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+test: $(if $(FUZZ_OK),$(FUZZ_BIN))
+endif
+# make fuzz FUZZ_SECONDS=600 [FUZZ_TARGETS="pack plan"]: each target in turn.
+fuzz: fuzz-build fixtures
+	@fuzz/run.sh campaign $(FUZZ_SECONDS) $(or $(FUZZ_TARGETS),$(FUZZ_NAMES))
+# What CI runs (tests/bats/fuzz.bats): a few seconds each, plus every regression input.
+fuzz-smoke: fuzz-build fixtures
+	@fuzz/run.sh smoke $(or $(FUZZ_SMOKE_SECONDS),1) $(FUZZ_NAMES)
+
 # ---- deps: install what is missing, nothing else -------------------------
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -226,6 +268,6 @@ clean:
 	rm -rf build bin
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 
--include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$(patsubst %.o,%.d,$(filter %.o,$($(t)_OBJ))))
+-include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$(patsubst %.o,%.d,$(filter %.o,$($(t)_OBJ))))

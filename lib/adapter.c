@@ -21,16 +21,36 @@ static const char *const KEY_PREFIX = "base_model.model.";
 
 // ---- regular expressions (PEFT matches module names with Python's re) ----
 
+// Backtracking steps allowed per match: module names are short, and PEFT's
+// own patterns need a few thousand steps; a pattern such as "(.|.)*[!?]"
+// needs about 2^len and took minutes per config (found while writing the
+// adapter_config fuzz target: each such input is a libFuzzer timeout).
+// adapter_config_parse refuses patterns that reach the limit on any Qwen2
+// module name, so a match never gives up silently later.
+#define RE_MATCH_LIMIT 100000
+
+enum { RE_NO_COMPILE = -1, RE_LIMIT = -2 };
+
 // Match subject against pattern anchored at the start (re.match) or at both
-// ends (re.fullmatch).  Returns 1/0, or -1 when the pattern does not compile.
+// ends (re.fullmatch).  Returns 1/0, RE_NO_COMPILE when the pattern does not
+// compile, RE_LIMIT when matching needs more than RE_MATCH_LIMIT steps.
 // With idx, the first capture group is parsed as an integer.
 static int re_match(const char *pattern, const char *subject, int full, long *idx) {
     int ec; PCRE2_SIZE eo;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &eo, NULL);
-    if (!re) return -1;
+    if (!re) return RE_NO_COMPILE;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    CHECK(md && mc, "pcre2 allocation failed");
+    pcre2_set_match_limit(mc, RE_MATCH_LIMIT);
     uint32_t opts = PCRE2_ANCHORED | (full ? PCRE2_ENDANCHORED : 0);
-    int rc = pcre2_match(re, (PCRE2_SPTR)subject, PCRE2_ZERO_TERMINATED, 0, opts, md, NULL);
+    int rc = pcre2_match(re, (PCRE2_SPTR)subject, PCRE2_ZERO_TERMINATED, 0, opts, md, mc);
+    pcre2_match_context_free(mc);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+        pcre2_match_data_free(md);
+        pcre2_code_free(re);
+        return RE_LIMIT;   // the match limit, or the heap or depth limit it implies
+    }
     int hit = rc > 0;
     if (hit && idx) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -39,6 +59,17 @@ static int re_match(const char *pattern, const char *subject, int full, long *id
     pcre2_match_data_free(md);
     pcre2_code_free(re);
     return hit;
+}
+
+// re_match for configs that passed adapter_config_parse: its patterns compile
+// and stay under the limit on Qwen2 module names, so a failure here is a bug
+// or a module name of another model; it is reported, never taken as "no".
+static int re_hit(const char *pattern, const char *subject, int full, long *idx) {
+    int rc = re_match(pattern, subject, full, idx);
+    if (rc == RE_NO_COMPILE) die("adapter regex \"%s\" does not compile", pattern);
+    if (rc == RE_LIMIT)
+        die("adapter regex \"%s\" needs more than %d backtracking steps on \"%s\"", pattern, RE_MATCH_LIMIT, subject);
+    return rc;
 }
 
 static char *strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -68,12 +99,12 @@ static int in_list_or_suffix(char *const *list, size_t n, const char *module) {
 static long layer_index(const adapter_config *c, const char *module) {
     long idx = -1;
     if (!c->n_layers_pattern) {
-        if (re_match(".*?\\.[^.]*\\.(\\d+)\\.", module, 0, &idx) == 1) return idx;
+        if (re_hit(".*?\\.[^.]*\\.(\\d+)\\.", module, 0, &idx) == 1) return idx;
         return -1;
     }
     for (size_t i = 0; i < c->n_layers_pattern; i++) {
         char *p = strfmt("(?:^|.*?\\.)%s\\.(\\d+)\\.", c->layers_pattern[i]);
-        int hit = re_match(p, module, 0, &idx);
+        int hit = re_hit(p, module, 0, &idx);
         free(p);
         if (hit == 1) return idx;
     }
@@ -88,12 +119,12 @@ static int is_qwen2_linear_suffix(const char *module) {
 }
 
 int adapter_targets(const adapter_config *c, const char *module) {
-    if (c->exclude_regex && re_match(c->exclude_regex, module, 1, NULL) == 1) return 0;
+    if (c->exclude_regex && re_hit(c->exclude_regex, module, 1, NULL) == 1) return 0;
     if (in_list_or_suffix(c->exclude_modules, c->n_exclude, module)) return 0;
     if (c->target_regex) {
         // "all-linear" as stored: every linear layer except the output head.
         if (!strcmp(c->target_regex, "all-linear")) return is_qwen2_linear_suffix(module);
-        return re_match(c->target_regex, module, 1, NULL) == 1;
+        return re_hit(c->target_regex, module, 1, NULL) == 1;
     }
     for (size_t i = 0; i < c->n_target; i++)
         if (!strcmp(c->target_modules[i], module)) return 1;   // exact name: no layer filter (as PEFT)
@@ -112,7 +143,7 @@ int adapter_targets(const adapter_config *c, const char *module) {
 static const adapter_pattern *pattern_for(const adapter_pattern *p, size_t n, const char *module) {
     for (size_t i = 0; i < n; i++) {
         char *re = strfmt("(.*\\.)?(%s)$", p[i].key);
-        int hit = re_match(re, module, 0, NULL);
+        int hit = re_hit(re, module, 0, NULL);
         free(re);
         if (hit == 1) return &p[i];
     }
@@ -240,6 +271,45 @@ static int refuse_unsupported(json_t *root, const char *what, char *err, size_t 
     return 0;
 }
 
+// One user pattern (as PEFT embeds it: wrapped by fmt) against long Qwen2
+// module names of every projection: it must compile and stay under the
+// match limit.
+static int check_regex(const char *fmt, const char *pattern, int full, const char *key, const char *what, char *err,
+                       size_t errlen) {
+    static const char *const probes[] = {
+        "model.layers.1000.self_attn.q_proj", "model.layers.1000.self_attn.k_proj", "model.layers.1000.self_attn.v_proj",
+        "model.layers.1000.self_attn.o_proj", "model.layers.1000.mlp.gate_proj", "model.layers.1000.mlp.up_proj",
+        "model.layers.1000.mlp.down_proj", "lm_head"};
+    char *re = strfmt(fmt, pattern);
+    int r = 0;
+    for (size_t i = 0; i < sizeof probes / sizeof *probes && !r; i++) {
+        long idx;
+        int rc = re_match(re, probes[i], full, &idx);
+        if (rc == RE_NO_COMPILE)
+            r = err_set(err, errlen, "%s: %s regex \"%s\" does not compile", what, key, pattern);
+        else if (rc == RE_LIMIT)
+            r = err_set(err, errlen, "%s: %s regex \"%s\" backtracks catastrophically (more than %d steps on \"%s\")",
+                        what, key, pattern, RE_MATCH_LIMIT, probes[i]);
+    }
+    free(re);
+    return r;
+}
+
+static int check_regexes(const adapter_config *c, const char *what, char *err, size_t errlen) {
+    if (c->target_regex && strcmp(c->target_regex, "all-linear") &&
+        check_regex("%s", c->target_regex, 1, "target_modules", what, err, errlen))
+        return -1;
+    if (c->exclude_regex && check_regex("%s", c->exclude_regex, 1, "exclude_modules", what, err, errlen)) return -1;
+    for (size_t i = 0; i < c->n_layers_pattern; i++)
+        if (check_regex("(?:^|.*?\\.)%s\\.(\\d+)\\.", c->layers_pattern[i], 0, "layers_pattern", what, err, errlen))
+            return -1;
+    for (size_t i = 0; i < c->n_rank_pattern; i++)
+        if (check_regex("(.*\\.)?(%s)$", c->rank_pattern[i].key, 0, "rank_pattern", what, err, errlen)) return -1;
+    for (size_t i = 0; i < c->n_alpha_pattern; i++)
+        if (check_regex("(.*\\.)?(%s)$", c->alpha_pattern[i].key, 0, "alpha_pattern", what, err, errlen)) return -1;
+    return 0;
+}
+
 int adapter_config_parse(adapter_config *c, const char *text, size_t len, const char *what, char *err, size_t errlen) {
     adapter_config_init(c);
     json_error_t je;
@@ -273,6 +343,7 @@ int adapter_config_parse(adapter_config *c, const char *text, size_t len, const 
         goto done;
     if (!c->n_target && !c->target_regex) {
         // PEFT fills a missing target_modules from its per-model table (qwen2: q_proj, v_proj).
+        free(c->target_modules);      // an empty list ([]) was allocated
         c->target_modules = xcalloc(2, sizeof *c->target_modules);
         c->target_modules[c->n_target++] = xstrdup("q_proj");
         c->target_modules[c->n_target++] = xstrdup("v_proj");
@@ -322,6 +393,7 @@ int adapter_config_parse(adapter_config *c, const char *text, size_t len, const 
             goto done;
         }
     }
+    if (check_regexes(c, what, err, errlen)) goto done;
     r = 0;
 done:
     if (r) adapter_config_free(c);

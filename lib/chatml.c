@@ -34,7 +34,8 @@ static int seg_flush(tok_ctx *ctx, seg *g, int trained, const chatml_opts *o, to
     size_t before = ids->n, bad;
     // Content ranges matter only when specials in content are to stay text.
     int lit = (o->tok_flags & TOK_SPECIAL_AS_TEXT) != 0;
-    if (tok_encode(ctx, g->s ? g->s : "", g->n, 0, lit ? g->lit : NULL, lit ? g->n_lit : 0, ids, &bad)) return -1;
+    int rc = tok_encode(ctx, g->s ? g->s : "", g->n, 0, lit ? g->lit : NULL, lit ? g->n_lit : 0, ids, &bad);
+    if (rc) return rc;
     for (size_t i = before; i < ids->n; i++) tok_ids_push(labels, trained ? ids->v[i] : -100);
     g->n = 0; g->n_lit = 0;
     return 0;
@@ -51,7 +52,8 @@ static void seg_turn(seg *g, const char *role, const char *s, size_t n) {
 int chatml_encode(tok_ctx *ctx, const conv *c, const chatml_opts *o, tok_ids *ids, tok_ids *labels) {
     if (c->format == FMT_TEXT) {
         size_t before = ids->n, bad;
-        if (tok_encode(ctx, c->m[0].text, c->m[0].len, o->tok_flags, NULL, 0, ids, &bad)) return -1;
+        int rc = tok_encode(ctx, c->m[0].text, c->m[0].len, o->tok_flags, NULL, 0, ids, &bad);
+        if (rc) return rc;
         for (size_t i = before; i < ids->n; i++) tok_ids_push(labels, ids->v[i]);
         return 0;
     }

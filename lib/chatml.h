@@ -23,8 +23,9 @@ typedef struct {
 } chatml_opts;
 
 // Append ids and labels (same length) of conversation c.  Text records: the
-// plain encoding, labels = ids.  Returns 0, or -1 on invalid UTF-8 (cannot
-// happen for JSON-parsed text).
+// plain encoding, labels = ids.  Returns 0, or tok_encode's error: -1 on
+// invalid UTF-8 (cannot happen for JSON-parsed text), -2 when the tokenizer's
+// Split regex gives up on the text.
 int chatml_encode(tok_ctx *ctx, const conv *c, const chatml_opts *o, tok_ids *ids, tok_ids *labels);
 
 // The system turn a model's chat template inserts when a conversation has

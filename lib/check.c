@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 const char *prog_name = "lorapipe";
+void (*check_die_hook)(int exit_code);
+int check_quiet;
 
 void check_init(const char *argv0) {
     const char *s = strrchr(argv0, '/');
@@ -22,6 +24,12 @@ void check_init(const char *argv0) {
 const char *io_errstr(void) { return errno ? strerror(errno) : "unexpected end of file or short transfer"; }
 
 static void vmsg(const char *fmt, va_list ap) {
+    if (check_quiet) {
+        // Still format the message: its arguments come from the input.
+        char buf[4096];
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        return;
+    }
     // One line: build it first so that concurrent threads do not interleave.
     char buf[4096];
     int n = snprintf(buf, sizeof buf, "%s: ", prog_name);
@@ -35,13 +43,15 @@ static void vmsg(const char *fmt, va_list ap) {
 void die(const char *fmt, ...) {
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
     cleanup_run();
+    if (check_die_hook) check_die_hook(EXIT_DATA);
     exit(EXIT_DATA);
 }
 
 void die_usage(const char *fmt, ...) {
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
-    fprintf(stderr, "Try '%s --help' for more information.\n", prog_name);
+    if (!check_quiet) fprintf(stderr, "Try '%s --help' for more information.\n", prog_name);
     cleanup_run();
+    if (check_die_hook) check_die_hook(EXIT_USAGE);
     exit(EXIT_USAGE);
 }
 

@@ -30,6 +30,12 @@ extern const char *prog_name;
 void check_init(const char *argv0);
 
 LP_NORETURN void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Fuzzing harnesses (fuzz/) run parsers that die() on bad input inside one
+// process: when set, die() and die_usage() call this hook (which must not
+// return, e.g. longjmp back into the harness) instead of exit().
+extern void (*check_die_hook)(int exit_code);
+// When set, die() and warn() print nothing (a fuzzer runs millions of inputs).
+extern int check_quiet;
 LP_NORETURN void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 LP_NORETURN void die_at(const char *file, int line, const char *fmt, ...)

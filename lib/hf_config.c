@@ -9,8 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-// A positive integer key; required unless def > 0 (used when absent or null).
-static int get_dim(const json_t *root, const char *key, size_t def, size_t *out, const char *what, char *err, size_t n) {
+// Upper bounds on the sizes: far above any Qwen2 (72B: hidden 8192, 29568
+// intermediate, 80 layers, 64 heads, vocabulary 152064) and low enough that
+// every size computed from them (a weight's bytes: V x H x 4; all layers'
+// parameters) fits in 64 bits.  Without them a config could make the
+// arithmetic downstream wrap around and allocate or map the wrong sizes.
+#define MAX_VOCAB (1u << 24)
+#define MAX_WIDTH (1u << 20)
+#define MAX_COUNT (1u << 12)
+
+// A positive integer key, at most max; required unless def > 0 (used when
+// absent or null).
+static int get_dim(const json_t *root, const char *key, size_t def, size_t max, size_t *out, const char *what,
+                   char *err, size_t n) {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
         if (!def) return err_set(err, n, "%s: missing \"%s\"", what, key);
@@ -19,6 +30,9 @@ static int get_dim(const json_t *root, const char *key, size_t def, size_t *out,
     }
     if (!json_is_integer(v) || json_integer_value(v) <= 0)
         return err_set(err, n, "%s: \"%s\" must be a positive integer", what, key);
+    if ((json_int_t)max < json_integer_value(v))
+        return err_set(err, n, "%s: \"%s\" = %lld is beyond the largest supported (%zu)", what, key,
+                       (long long)json_integer_value(v), max);
     *out = (size_t)json_integer_value(v);
     return 0;
 }
@@ -86,19 +100,22 @@ int hf_config_parse(hf_config *c, const char *text, size_t len, const char *what
             }
         }
     }
-    if (get_dim(root, "vocab_size", 0, &c->vocab_size, what, err, errlen) ||
-        get_dim(root, "hidden_size", 0, &c->hidden_size, what, err, errlen) ||
-        get_dim(root, "intermediate_size", 0, &c->intermediate_size, what, err, errlen) ||
-        get_dim(root, "num_hidden_layers", 0, &c->num_hidden_layers, what, err, errlen) ||
-        get_dim(root, "num_attention_heads", 0, &c->num_attention_heads, what, err, errlen) ||
-        get_dim(root, "num_key_value_heads", c->num_attention_heads, &c->num_key_value_heads, what, err, errlen))
+    if (get_dim(root, "vocab_size", 0, MAX_VOCAB, &c->vocab_size, what, err, errlen) ||
+        get_dim(root, "hidden_size", 0, MAX_WIDTH, &c->hidden_size, what, err, errlen) ||
+        get_dim(root, "intermediate_size", 0, MAX_WIDTH, &c->intermediate_size, what, err, errlen) ||
+        get_dim(root, "num_hidden_layers", 0, MAX_COUNT, &c->num_hidden_layers, what, err, errlen) ||
+        get_dim(root, "num_attention_heads", 0, MAX_COUNT, &c->num_attention_heads, what, err, errlen) ||
+        get_dim(root, "num_key_value_heads", c->num_attention_heads, MAX_COUNT, &c->num_key_value_heads, what, err,
+                errlen))
         goto done;
     if (c->hidden_size % c->num_attention_heads && !json_is_integer(json_object_get(root, "head_dim"))) {
         err_set(err, errlen, "%s: hidden_size %zu is not a multiple of num_attention_heads %zu", what, c->hidden_size,
              c->num_attention_heads);
         goto done;
     }
-    if (get_dim(root, "head_dim", c->hidden_size / c->num_attention_heads, &c->head_dim, what, err, errlen)) goto done;
+    if (get_dim(root, "head_dim", c->hidden_size / c->num_attention_heads ? c->hidden_size / c->num_attention_heads : 1,
+                MAX_COUNT, &c->head_dim, what, err, errlen))
+        goto done;
     if (c->num_attention_heads % c->num_key_value_heads) {
         err_set(err, errlen, "%s: num_attention_heads %zu is not a multiple of num_key_value_heads %zu", what,
              c->num_attention_heads, c->num_key_value_heads);

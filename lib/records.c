@@ -42,8 +42,14 @@ rec_reader *rec_open(const char *path) {
     archive_read_support_format_zip(r->a);
     archive_read_support_format_empty(r->a);
     archive_read_support_format_raw(r->a);
-    if (archive_read_open_filename(r->a, is_stdin ? NULL : path, 1 << 16) != ARCHIVE_OK)
-        die("%s: cannot read: %s", r->path, archive_error_string(r->a));
+    if (archive_read_open_filename(r->a, is_stdin ? NULL : path, 1 << 16) != ARCHIVE_OK) {
+        // Released before dying so that a caller that survives die() (the
+        // fuzz targets) does not leak a reader per refused input.
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s: cannot read: %s", r->path, archive_error_string(r->a));
+        rec_close(r);
+        die("%s", msg);
+    }
     return r;
 }
 

@@ -12,6 +12,16 @@
 #include "tokenizer.h"
 
 enum { TOK_MAX_STAGES = 4 };
+// Ids are refused from 2^24 on: the largest vocabularies in use hold about
+// 256k tokens, and the per-id tables are sized by the largest id, so a file
+// naming id 2^31 - 1 would otherwise make the loader allocate 18 GiB.
+enum { TOK_MAX_IDS = 1 << 24 };
+// PCRE2 match steps allowed per match: TOK_MATCH_LIMIT plus
+// TOK_MATCH_PER_BYTE per byte of text left (PCRE2's fixed default is 10
+// million).  An adversarial Split regex then fails in milliseconds with an
+// error instead of backtracking for seconds on every piece, while real
+// patterns on long runs (megabytes of spaces) stay far below it.
+enum { TOK_MATCH_LIMIT = 1000000, TOK_MATCH_PER_BYTE = 64 };
 
 // Per-id flags.
 enum { TID_MODEL = 1, TID_ADDED = 2, TID_SPECIAL = 4 };

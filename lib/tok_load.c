@@ -207,6 +207,9 @@ static void load_vocab(tok *t, const tok_strs *vs, size_t *cap, arena *ar) {
     for (size_t i = 0; i < vs->n; i++) {
         const char *key = vs->s + vs->off[i];
         size_t klen = vs->len[i], id = (size_t)vs->val[i];
+        if (vs->val[i] < 0 || id >= TOK_MAX_IDS)
+            die("%s: malformed tokenizer: vocab entry %zu has id %lld (ids must be below %d)", t->path, i,
+                (long long)vs->val[i], TOK_MAX_IDS);
         ensure_id(t, cap, id);
         if (id + 1 > t->n_ids) t->n_ids = id + 1;
         buf = xgrow(buf, &bcap, klen + 1, 1);
@@ -266,8 +269,11 @@ static void load_added(tok *t, json_t *list, size_t *cap, arena *ar) {
     char *buf = NULL; size_t bcap = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(list, i), *id = json_object_get(e, "id"), *c = json_object_get(e, "content");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX || !json_is_string(c))
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || !json_is_string(c))
             die("%s: malformed tokenizer: added_tokens[%zu] needs an integer id and a string content", t->path, i);
+        if (json_integer_value(id) >= TOK_MAX_IDS)
+            die("%s: malformed tokenizer: added_tokens[%zu] has id %lld (ids must be below %d)", t->path, i,
+                (long long)json_integer_value(id), TOK_MAX_IDS);
         tok_added *a = &t->added[t->n_added++];
         a->id = (int32_t)json_integer_value(id);
         a->single_word = (unsigned char)jtrue(e, "single_word", 0);

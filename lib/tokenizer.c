@@ -107,20 +107,22 @@ static void piece_ids(tok_ctx *c, const unsigned char *p, size_t n, tok_ids *out
 // ---- pre-tokenization ------------------------------------------------------
 // Split s with regex stage k (behaviour Isolated: matches and the gaps between
 // them are pieces), each piece going on to stage k+1, the last to BPE.
-static void split_stage(tok_ctx *c, size_t k, const char *s, size_t n, tok_ids *out) {
-    if (n == 0) return;
-    if (k == c->t->n_stages) { piece_ids(c, (const unsigned char *)s, n, out); return; }
+// Returns 0, or -1 when the regex gives up (PCRE2's match limit).
+static int split_stage(tok_ctx *c, size_t k, const char *s, size_t n, tok_ids *out) {
+    if (n == 0) return 0;
+    if (k == c->t->n_stages) { piece_ids(c, (const unsigned char *)s, n, out); return 0; }
     pcre2_code *re = c->t->re[k];
     pcre2_match_data *md = c->md[k];
     size_t gap = 0, at = 0;
     while (at < n) {
+        // A budget linear in the text left: real patterns need a few steps
+        // per byte (a 3 MB whitespace run is one match), a catastrophic one
+        // needs exponentially many and gives up within milliseconds.
+        size_t budget = TOK_MATCH_LIMIT + TOK_MATCH_PER_BYTE * (n - at);
+        pcre2_set_match_limit(c->mctx, budget < UINT32_MAX ? (uint32_t)budget : UINT32_MAX);
         int rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK, md, c->mctx);
         if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) {
-            PCRE2_UCHAR msg[200];
-            pcre2_get_error_message(rc, msg, sizeof msg);
-            die("%s: regex match failed: %s", c->t->path, (char *)msg);
-        }
+        if (rc < 0) return -1;      // the match limit (or the heap limit it implies)
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
         if (me == ms) {                 // empty match: no piece; step one character
@@ -129,35 +131,37 @@ static void split_stage(tok_ctx *c, size_t k, const char *s, size_t n, tok_ids *
             at = ms + utf8_next((const unsigned char *)s + ms, &cp);
             continue;
         }
-        if (ms > gap) split_stage(c, k + 1, s + gap, ms - gap, out);
-        split_stage(c, k + 1, s + ms, me - ms, out);
+        if (ms > gap && split_stage(c, k + 1, s + gap, ms - gap, out)) return -1;
+        if (split_stage(c, k + 1, s + ms, me - ms, out)) return -1;
         gap = at = me;
     }
-    if (gap < n) split_stage(c, k + 1, s + gap, n - gap, out);
+    return gap < n ? split_stage(c, k + 1, s + gap, n - gap, out) : 0;
 }
 
 // One segment between raw-text added tokens: normalise, split out the
 // normalized added tokens, pre-tokenize the rest.
-static void encode_segment(tok_ctx *c, const char *s, size_t n, unsigned flags, tok_ids *out) {
-    if (n == 0) return;
+static int encode_segment(tok_ctx *c, const char *s, size_t n, unsigned flags, tok_ids *out) {
+    if (n == 0) return 0;
     const tok *t = c->t;
     char *norm = NULL;
     if (t->nfc) {
         size_t m = nfc_apply(t, s, n, &norm);
         if (norm) { s = norm; n = m; }
     }
+    int rc = 0;
     if (t->norm_set.n) {
         size_t ns = added_find(t, &t->norm_set, s, n, flags, NULL, 0, &c->sp_norm, &c->sp_norm_cap);
         // split_stage does not touch sp_norm, so it can be walked directly.
-        for (size_t i = 0; i < ns; i++) {
+        for (size_t i = 0; i < ns && !rc; i++) {
             tok_split sp = c->sp_norm[i];
             if (sp.id >= 0) tok_ids_push(out, sp.id);
-            else split_stage(c, 0, s + sp.start, sp.end - sp.start, out);
+            else rc = split_stage(c, 0, s + sp.start, sp.end - sp.start, out);
         }
     } else {
-        split_stage(c, 0, s, n, out);
+        rc = split_stage(c, 0, s, n, out);
     }
     free(norm);
+    return rc;
 }
 
 static int overlaps(size_t a, size_t b, const size_t *lit, size_t n_lit) {
@@ -172,6 +176,7 @@ int tok_encode(tok_ctx *c, const char *text, size_t len, unsigned flags,
     if (v != len) { if (bad_at) *bad_at = v; return -1; }
     const tok *t = c->t;
     size_t ns = added_find(t, &t->raw_set, text, len, flags, literal, n_literal, &c->sp_raw, &c->sp_raw_cap);
+    size_t before = out->n;
     for (size_t i = 0; i < ns; i++) {
         tok_split sp = c->sp_raw[i];
         if (sp.id >= 0) { tok_ids_push(out, sp.id); continue; }
@@ -179,7 +184,11 @@ int tok_encode(tok_ctx *c, const char *text, size_t len, unsigned flags,
         // caller's text are gone: inside untrusted content they stay text.
         unsigned f = flags;
         if (n_literal && overlaps(sp.start, sp.end, literal, n_literal)) f |= TOK_SPECIAL_AS_TEXT;
-        encode_segment(c, text + sp.start, sp.end - sp.start, f, out);
+        if (encode_segment(c, text + sp.start, sp.end - sp.start, f, out)) {
+            out->n = before;
+            if (bad_at) *bad_at = sp.start;
+            return -2;
+        }
     }
     return 0;
 }

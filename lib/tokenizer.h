@@ -60,7 +60,9 @@ void tok_ctx_free(tok_ctx *c);
 // which special added tokens are not recognised (untrusted content inside a
 // trusted template); matches overlapping them are treated as text.
 // Returns 0, or -1 when text is not valid UTF-8 (*bad_at = byte offset of the
-// first invalid byte; nothing is appended).
+// first invalid byte; nothing is appended), or -2 when a Split regex gives up
+// on it (more than TOK_MATCH_LIMIT steps: an adversarial pattern; *bad_at =
+// start of the segment; nothing is appended).
 int tok_encode(tok_ctx *c, const char *text, size_t len, unsigned flags,
                const size_t *literal, size_t n_literal, tok_ids *out, size_t *bad_at);
 

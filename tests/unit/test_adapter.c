@@ -162,6 +162,12 @@ static void test_refusals(void) {
     expect_config_refused("\"peft_type\": \"LORA\"", "\"peft_type\": \"IA3\"", "IA3");
     expect_config_refused("\"modules_to_save\": null", "\"modules_to_save\": [\"lm_head\"]", "modules_to_save");
     expect_config_refused("\"r\": 8", "\"r\": 0", "\"r\"");
+    // Regexes must compile and must not backtrack catastrophically on a module
+    // name ("(.|.)*[!?]" took 87 s on a 2-layer model, then matched nothing).
+    expect_config_refused("\"rank_pattern\": {}", "\"rank_pattern\": {\"(q\": 4}", "rank_pattern regex \"(q\" does not compile");
+    expect_config_refused("\"layers_pattern\": null", "\"layers_pattern\": \"(.|.)*[!?]\"", "layers_pattern regex");
+    expect_config_refused("\"rank_pattern\": {}", "\"rank_pattern\": {\"(.|.)*[!?]\": 4}",
+                          "backtracks catastrophically (more than 100000 steps");
     expect_invalid("\"hidden_size\": 64", "\"hidden_size\": 128, \"head_dim\": 16", "adapter for another model");
     expect_invalid("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1", "layer 1 is out of range");
     // Loaded adapters whose files disagree with their own config.

@@ -88,6 +88,12 @@ int main(void) {
     refuse("\"hidden_size\":1024", "\"hidden_size\":-4", "positive integer");
     refuse("\"num_key_value_heads\":16", "\"num_key_value_heads\":5", "multiple of num_key_value_heads");
     refuse("\"bfloat16\"", "\"int8\"", "torch_dtype");
+    // Sizes beyond any real model are refused before anything is sized from
+    // them (fuzzing: a hidden size of 2^40 made later byte counts wrap).
+    refuse("\"hidden_size\":1024", "\"hidden_size\":1099511627776", "\"hidden_size\" = 1099511627776 is beyond");
+    refuse("\"vocab_size\":151936", "\"vocab_size\":16777217", "\"vocab_size\" = 16777217 is beyond");
+    refuse("\"num_hidden_layers\":24", "\"num_hidden_layers\":100000", "\"num_hidden_layers\" = 100000 is beyond");
+    refuse("\"intermediate_size\":2816", "\"intermediate_size\":9223372036854775807", "is beyond the largest supported");
     T_OK(parse(&c, "[1]", err, sizeof err) == -1 && strstr(err, "not a JSON object"), "array: %s", err);
     T_OK(parse(&c, "{\"model_type\": }", err, sizeof err) == -1 && strstr(err, "config.json: line 1"), "bad JSON: %s", err);
     // Scaled-RoPE "default" and null spellings are accepted.

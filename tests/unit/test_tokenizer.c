@@ -135,8 +135,32 @@ static void check_utf8(void) {
     T_OK(n == 15 && !memcmp(out, "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbdz\xef\xbf\xbd", 15), "lossy repair");
 }
 
+// A Split regex that backtracks catastrophically (fuzz/regressions): tok_encode
+// gives up within the match limit with -2 and appends nothing, so the caller
+// can name the record.
+static void check_match_limit(void) {
+    size_t n;
+    char *text = read_file("fuzz/regressions/tokenizer_json/split-regex-backtracking.json", &n);
+    char path[] = "/tmp/test_tokenizer_XXXXXX";
+    int fd = mkstemp(path);
+    T_OK(fd >= 0 && write(fd, text, n) == (ssize_t)n && close(fd) == 0, "temporary tokenizer.json");
+    free(text);
+    tok *t = tok_load(path);
+    unlink(path);
+    tok_ctx *c = tok_ctx_new(t);
+    tok_ids ids = {0};
+    size_t bad = 99;
+    const char *s = "xy aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
+    T_OK(tok_encode(c, s, strlen(s), 0, NULL, 0, &ids, &bad) == -2 && ids.n == 0, "regex over the match limit: -2");
+    T_OK(tok_encode(c, "xy", 2, 0, NULL, 0, &ids, &bad) == 0 && ids.n > 0, "short text still encodes");
+    tok_ids_free(&ids);
+    tok_ctx_free(c);
+    tok_free(t);
+}
+
 int main(void) {
     check_init("test_tokenizer");
+    check_match_limit();
     check_utf8();
     check_expected();
     check_qwen();

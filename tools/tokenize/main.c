@@ -89,6 +89,7 @@ typedef struct {
     tok_ids ids, labels;
     char *line; size_t line_len, line_cap;
     size_t full_len, targets;
+    char where[600];         // "data.jsonl: line 17", for messages
 } slot;
 
 typedef struct { slot *s; size_t n; } batch;
@@ -116,20 +117,22 @@ static void batch_read(reader *rd, batch *b) {
             if (++rd->f == rd->n_inputs) rd->done = 1;
             continue;
         }
-        char where[600];
-        rec_where(&x, where, sizeof where);
         slot *s = &b->s[b->n++];
+        rec_where(&x, s->where, sizeof s->where);
         s->json = x.json;
-        conv_parse(&s->cv, x.json, rd->fmt, rd->input_sep, where);
+        conv_parse(&s->cv, x.json, rd->fmt, rd->input_sep, s->where);
         for (size_t i = 0; i < s->cv.n; i++) bytes += s->cv.m[i].len;
     }
 }
 
 // Render, tokenise, truncate and format one record.
-static void slot_encode(slot *s, tok_ctx *cx, const chatml_opts *co, size_t max_len, size_t recno) {
+static void slot_encode(slot *s, tok_ctx *cx, const chatml_opts *co, size_t max_len) {
     s->ids.n = s->labels.n = 0;
-    if (chatml_encode(cx, &s->cv, co, &s->ids, &s->labels))
-        die("record %zu: invalid UTF-8", recno);   // cannot happen: JSON text is valid UTF-8
+    int rc = chatml_encode(cx, &s->cv, co, &s->ids, &s->labels);
+    if (rc == -2)
+        die("%s: the tokenizer's Split regex gives up on this record's text (over the match limit: a pattern "
+            "that backtracks catastrophically in tokenizer.json?)", s->where);
+    if (rc) die("%s: invalid UTF-8", s->where);   // cannot happen: JSON text is valid UTF-8
     s->full_len = s->ids.n;
     size_t n = s->ids.n;
     if (max_len && n > max_len) n = max_len;
@@ -253,14 +256,13 @@ int main(int argc, char **argv) {
     int cur = 0;
     while (b[cur].n) {
         batch *a = &b[cur], *next = &b[1 - cur];
-        size_t base = st.records;
         #pragma omp parallel num_threads(n_threads)
         {
             #pragma omp single nowait
             batch_read(&rd, next);
             #pragma omp for schedule(dynamic, 4) nowait
             for (size_t i = 0; i < a->n; i++)
-                slot_encode(&a->s[i], ctx[omp_get_thread_num()], &co, (size_t)max_len, base + i + 1);
+                slot_encode(&a->s[i], ctx[omp_get_thread_num()], &co, (size_t)max_len);
         }
         for (size_t i = 0; i < a->n; i++) {
             slot *s = &a->s[i];

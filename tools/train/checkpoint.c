@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define CKPT_FORMAT 1
 
@@ -115,9 +116,14 @@ static void prune(const char *out_dir, size_t limit) {
         size_t newer = 0;
         for (size_t j = 0; j < n; j++) newer += steps[j] > steps[i];
         if (newer >= limit) {
-            char p[4096];
+            // Renamed out of the checkpoint-N namespace first (atomic), then
+            // removed: a run killed while deleting leaves a stale
+            // "checkpoint-N.old.PID" (removed by the next run), never a
+            // half-deleted folder that looks like a checkpoint.
+            char p[4096], old[4200];
             snprintf(p, sizeof p, "%s/checkpoint-%zu", out_dir, steps[i]);
-            rm_rf(p);
+            snprintf(old, sizeof old, "%s.old.%d", p, (int)getpid());
+            if (rename(p, old) == 0) rm_rf(old);
         }
     }
     free(steps);
@@ -175,6 +181,41 @@ static void take_tensor(const st_file *f, const char *name, float *dst, size_t n
     if (t->numel != numel || t->dtype != DT_F32)
         die("%s: tensor %s has the wrong shape or dtype for this run", path, name);
     memcpy(dst, t->data, numel * sizeof(float));
+}
+
+void checkpoint_remove_stale(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) return;
+    struct dirent *e;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    while ((e = readdir(d))) {
+        unsigned long step;
+        int end = 0;
+        // Temporaries of lib/atomic_out.h (".NAME.tmp.XXXXXX") for the files
+        // train writes here, and "checkpoint-N.old.PID" (a checkpoint being
+        // replaced), outlive only a run killed while writing them.
+        static const char *outputs[] = {"adapter_model.safetensors", "adapter_config.json", "metrics.jsonl"};
+        int stale = (sscanf(e->d_name, ".checkpoint-%lu.tmp.%*6[A-Za-z0-9]%n", &step, &end) == 1 && !e->d_name[end]) ||
+                    (sscanf(e->d_name, "checkpoint-%lu.old.%*d%n", &step, &end) == 1 && !e->d_name[end]);
+        for (size_t k = 0; k < sizeof outputs / sizeof *outputs && !stale; k++) {
+            size_t ol = strlen(outputs[k]);
+            stale = e->d_name[0] == '.' && !strncmp(e->d_name + 1, outputs[k], ol) &&
+                    !strncmp(e->d_name + 1 + ol, ".tmp.", 5) && strlen(e->d_name + 6 + ol) == 6;
+        }
+        if (stale) {
+            names = xgrow(names, &cap, n + 1, sizeof *names);
+            names[n++] = xstrdup(e->d_name);
+        }
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", out_dir, names[i]);
+        if (rm_rf(p) == 0) fprintf(stderr, "train: removed %s, left by a run that was killed while writing it\n", p);
+        free(names[i]);
+    }
+    free(names);
 }
 
 int checkpoint_load_latest(const train_opts *o, const lora_layout *l, train_state *s, const char *fingerprint) {

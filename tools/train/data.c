@@ -46,6 +46,8 @@ const char *train_data_path(const train_data *d) { return d->p.path; }
 size_t train_data_epochs(const train_data *d) { return d->p.h->n_epochs; }
 size_t train_data_accum(const train_data *d) { return d->p.h->accum ? d->p.h->accum : 1; }
 uint32_t train_data_max_token(const train_data *d) { return d->p.h->max_token_id; }
+uint64_t train_data_targets(const train_data *d) { return d->p.h->n_targets; }
+uint64_t train_data_samples(const train_data *d) { return d->p.h->n_samples; }
 
 void train_data_max_batch(const train_data *d, size_t *max_tokens, size_t *max_len) {
     size_t mt = 0;

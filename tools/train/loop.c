@@ -67,6 +67,11 @@ int train_run(const train_opts *o) {
     if (train_data_max_token(data) >= dims.vocab)
         die("%s: token id %u is outside the vocabulary of %s (%zu rows); was the pack made with this model's tokenizer?",
             o->data_path, train_data_max_token(data), o->model_dir, dims.vocab);
+    // A pack made with --keep-empty can hold only prompt tokens: the Trainer
+    // would divide by zero targets (a NaN loss); there is nothing to learn.
+    if (train_data_targets(data) == 0)
+        die("%s: none of the %llu samples has a target token (every label after the first is -100); nothing to "
+            "train on", o->data_path, (unsigned long long)train_data_samples(data));
     train_data *eval = NULL;
     if (o->eval_path) {
         eval = train_data_open(o->eval_path);
@@ -146,6 +151,7 @@ int train_run(const train_opts *o) {
     st.m = xcalloc(l.n_params, sizeof(float));
     st.v = xcalloc(l.n_params, sizeof(float));
     size_t start = 0;
+    if (rank == 0) checkpoint_remove_stale(o->out_dir);
     if (o->resume && checkpoint_load_latest(o, &l, &st, fp) == 0) {
         start = st.step;
         b->set_state(b, st.params, st.m, st.v);

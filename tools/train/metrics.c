@@ -1,7 +1,9 @@
 // tools/train/metrics.c: metrics.jsonl and progress.
 #include "metrics.h"
+#include "atomic_out.h"
 #include "check.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -28,9 +30,11 @@ static void truncate_after(const char *path, size_t keep) {
     }
     free(line);
     fclose(f);
-    FILE *w = xfopen(path, "w");
-    xfwrite(out, 1, n, w, path);
-    xfclose(w, path);
+    // Through a temporary file: a run killed here keeps the old log whole.
+    aout w;
+    aout_open(&w, path);
+    aout_write(&w, out, n);
+    aout_commit(&w);
     free(out);
 }
 
@@ -45,6 +49,12 @@ void metrics_open(metrics *m, const char *out_dir, size_t start, size_t total, i
     m->total = total;
     m->tty = isatty(2);
     m->quiet = quiet;
+}
+
+// Each line is flushed as it is written (a log to follow with tail -f); a
+// failed write (a full disk) stops the run instead of losing lines silently.
+static void flush_or_die(metrics *m) {
+    if (fflush(m->f) != 0 || ferror(m->f)) die("cannot write %s: %s", m->path, strerror(errno));
 }
 
 static void fmt_eta(double s, char *buf, size_t n) {
@@ -64,7 +74,7 @@ void metrics_step(metrics *m, size_t step, double epoch, double loss, double lr,
     fprintf(m->f, "{\"step\":%zu,\"epoch\":%.6g,\"loss\":%.9g,\"lr\":%.17g,\"grad_norm\":%.9g,\"tokens\":%zu,"
             "\"target_tokens\":%zu,\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
             step, epoch, loss, lr, grad_norm, tokens, targets, tps, elapsed);
-    fflush(m->f);
+    flush_or_die(m);
     if (m->quiet) return;
     double avg = elapsed > 0 ? m->tokens_since / elapsed : 0;
     double eta = (double)(m->total - step) * (elapsed / (double)(step - m->start));
@@ -86,13 +96,13 @@ void metrics_step(metrics *m, size_t step, double epoch, double loss, double lr,
 
 void metrics_eval(metrics *m, size_t step, double loss, size_t targets) {
     fprintf(m->f, "{\"step\":%zu,\"eval_loss\":%.9g,\"eval_target_tokens\":%zu}\n", step, loss, targets);
-    fflush(m->f);
+    flush_or_die(m);
     if (!m->quiet) fprintf(stderr, "%strain: step %zu eval_loss %.4f (%zu target tokens)\n", m->tty ? "\n" : "", step,
                            loss, targets);
 }
 
 void metrics_close(metrics *m) {
-    if (m->f) fclose(m->f);
+    if (m->f && fclose(m->f) != 0) { m->f = NULL; die("cannot write %s: %s", m->path, strerror(errno)); }
     m->f = NULL;
     free(m->path);
     m->path = NULL;

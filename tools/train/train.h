@@ -48,6 +48,9 @@ const char *train_data_path(const train_data *d);
 size_t train_data_epochs(const train_data *d);
 size_t train_data_accum(const train_data *d);
 uint32_t train_data_max_token(const train_data *d);
+// Target tokens over all samples (one epoch), and the sample count.
+uint64_t train_data_targets(const train_data *d);
+uint64_t train_data_samples(const train_data *d);
 // Largest micro-batch (tokens) and longest sequence, for sizing arenas.
 void train_data_max_batch(const train_data *d, size_t *max_tokens, size_t *max_len);
 // Optimizer steps over the first `epochs` epochs with windows of accum x world micro-batches.
@@ -84,6 +87,9 @@ typedef struct {
 void checkpoint_save(const train_opts *o, const lora_layout *l, const model_dims *dims, const train_state *s,
                      size_t total_steps, const char *fingerprint);
 // Highest complete checkpoint in out_dir; returns 0 and fills s, -1 if none.
+// Remove the temporary or replaced checkpoint folders a killed run left in
+// out_dir (never valid checkpoints; a resumed run would not read them).
+void checkpoint_remove_stale(const char *out_dir);
 int checkpoint_load_latest(const train_opts *o, const lora_layout *l, train_state *s, const char *fingerprint);
 // Write a LoRA-shaped arena (gradients, say) as safetensors with PEFT keys.
 void lora_arena_save(const lora_layout *l, const float *arena, const char *path);
