@@ -708,51 +708,38 @@ struct uploader {
             CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
         }
     }
+    // Elements [off, off + k) of a weight tensor as bf16 into dst (any buffer the CPU writes).
+    static void convert(uint16_t *dst, const st_tensor *t, size_t off, size_t k) {
+        if (t->dtype == DT_BF16) {
+            const uint16_t *src = (const uint16_t *)t->data + off;
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < k; i += 1 << 16) memcpy(dst + i, src + i, std::min((size_t)1 << 16, k - i) * 2);
+        } else if (t->dtype == DT_F32) {
+            const float *src = (const float *)t->data + off;
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < k; i++) dst[i] = f32_to_bf16(src[i]);
+        } else if (t->dtype == DT_F16) {
+            const uint16_t *src = (const uint16_t *)t->data + off;
+            #pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < k; i++) dst[i] = f32_to_bf16(f16_to_f32(src[i]));
+        } else {
+            die("tensor %s: dtype %s cannot be trained from", t->name, dtype_name(t->dtype));
+        }
+    }
+    // To the device through the two pinned staging buffers, in chunks.
     void put(bfh *dst, const st_tensor *t) {
         size_t n = t->numel;
         for (size_t off = 0; off < n; off += cap) {
             size_t k = std::min(cap, n - off);
             CUDA_CHECK(cudaEventSynchronize(done[which]));
-            uint16_t *buf = pinned[which];
-            if (t->dtype == DT_BF16) {
-                const uint16_t *src = (const uint16_t *)t->data + off;
-                #pragma omp parallel for schedule(static)
-                for (size_t i = 0; i < k; i += 1 << 16) memcpy(buf + i, src + i, std::min((size_t)1 << 16, k - i) * 2);
-            } else if (t->dtype == DT_F32) {
-                const float *src = (const float *)t->data + off;
-                #pragma omp parallel for schedule(static)
-                for (size_t i = 0; i < k; i++) buf[i] = f32_to_bf16(src[i]);
-            } else if (t->dtype == DT_F16) {
-                const uint16_t *src = (const uint16_t *)t->data + off;
-                #pragma omp parallel for schedule(static)
-                for (size_t i = 0; i < k; i++) buf[i] = f32_to_bf16(f16_to_f32(src[i]));
-            } else {
-                die("tensor %s: dtype %s cannot be trained from", t->name, dtype_name(t->dtype));
-            }
-            CUDA_CHECK(cudaMemcpyAsync(dst + off, buf, k * 2, cudaMemcpyHostToDevice, s));
+            convert(pinned[which], t, off, k);
+            CUDA_CHECK(cudaMemcpyAsync(dst + off, pinned[which], k * 2, cudaMemcpyHostToDevice, s));
             CUDA_CHECK(cudaEventRecord(done[which], s));
             which ^= 1;
         }
     }
-    // The same conversion straight into (pinned) host memory: the offloaded layers.
-    static void to_host(uint16_t *dst, const st_tensor *t) {
-        size_t n = t->numel;
-        if (t->dtype == DT_BF16) {
-            const uint16_t *src = (const uint16_t *)t->data;
-            #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i += 1 << 16) memcpy(dst + i, src + i, std::min((size_t)1 << 16, n - i) * 2);
-        } else if (t->dtype == DT_F32) {
-            const float *src = (const float *)t->data;
-            #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
-        } else if (t->dtype == DT_F16) {
-            const uint16_t *src = (const uint16_t *)t->data;
-            #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(f16_to_f32(src[i]));
-        } else {
-            die("tensor %s: dtype %s cannot be trained from", t->name, dtype_name(t->dtype));
-        }
-    }
+    // Straight into (pinned) host memory: the offloaded layers.
+    static void to_host(uint16_t *dst, const st_tensor *t) { convert(dst, t, 0, t->numel); }
     void finish() {
         CUDA_CHECK(cudaStreamSynchronize(s));
         for (int i = 0; i < 2; i++) { cudaFreeHost(pinned[i]); cudaEventDestroy(done[i]); }
