@@ -257,11 +257,17 @@ __global__ void dkv_sum_kernel(bf16 *dqkv, const float *part, size_t N, size_t l
     }
 }
 
+// The layout for this batch; the kernel's shared-memory opt-in is raised to the
+// device's limit once (a per-launch attribute call would sit on the hot path).
 static as_layout layout_for(const att_shape *a, int bwd, const void *kernel) {
+    static int opted[2];
     size_t Lm = (a->max_len + 15) / 16 * 16;
     as_layout l;
     if (!as_fits(Lm, a->D, bwd, &l)) die_at(__FILE__, __LINE__, "short attention: %zu tokens do not fit", a->max_len);
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)l.bytes));
+    if (!opted[bwd]) {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem()));
+        opted[bwd] = 1;
+    }
     return l;
 }
 

@@ -11,14 +11,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define TMP_MID ".tmp."
+#define TMP_RAND "XXXXXX"   // mkstemp/mkdtemp fill these in
+
 static char *tmp_name_for(const char *path) {
     char *d = xstrdup(path), *b = xstrdup(path);
     const char *dir = dirname(d), *base = basename(b);
     size_t n = strlen(dir) + strlen(base) + 32;
     char *t = xmalloc(n);
-    snprintf(t, n, "%s/.%s.tmp.XXXXXX", dir, base);
+    snprintf(t, n, "%s/.%s" TMP_MID TMP_RAND, dir, base);
     free(d); free(b);
     return t;
+}
+
+int aout_tmp_target(const char *entry, char *target, size_t n) {
+    size_t len = strlen(entry), tail = strlen(TMP_MID) + strlen(TMP_RAND);
+    if (entry[0] != '.' || len < 1 + 1 + tail || strncmp(entry + len - tail, TMP_MID, strlen(TMP_MID))) return 0;
+    size_t tn = len - 1 - tail;
+    if (tn + 1 > n) return 0;
+    memcpy(target, entry + 1, tn);
+    target[tn] = 0;
+    return 1;
 }
 
 void aout_open(aout *o, const char *path) {

@@ -25,6 +25,9 @@ void aout_commit(aout *o);
 void aout_abort(aout *o);
 // Name to show in messages.
 const char *aout_name(const aout *o);
+// Whether a directory entry is the temporary of an aout file or directory left
+// by a killed run; if so, its target's name goes to target (n bytes) and 1 returns.
+int aout_tmp_target(const char *entry, char *target, size_t n);
 
 // Directories: build "<dir>/.<name>.tmp.XXXXXX", then rename over target.
 // The target must not exist unless replace is set (then it is removed first).

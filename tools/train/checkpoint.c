@@ -192,16 +192,15 @@ void checkpoint_remove_stale(const char *out_dir) {
     while ((e = readdir(d))) {
         unsigned long step;
         int end = 0;
-        // Temporaries of lib/atomic_out.h (".NAME.tmp.XXXXXX") for the files
-        // train writes here, and "checkpoint-N.old.PID" (a checkpoint being
-        // replaced), outlive only a run killed while writing them.
+        char target[256];
+        // Temporaries of lib/atomic_out.h for the files and folders train
+        // writes here, and "checkpoint-N.old.PID" (a checkpoint being
+        // removed), outlive only a run killed while writing them.
         static const char *outputs[] = {"adapter_model.safetensors", "adapter_config.json", "metrics.jsonl"};
-        int stale = (sscanf(e->d_name, ".checkpoint-%lu.tmp.%*6[A-Za-z0-9]%n", &step, &end) == 1 && !e->d_name[end]) ||
-                    (sscanf(e->d_name, "checkpoint-%lu.old.%*d%n", &step, &end) == 1 && !e->d_name[end]);
-        for (size_t k = 0; k < sizeof outputs / sizeof *outputs && !stale; k++) {
-            size_t ol = strlen(outputs[k]);
-            stale = e->d_name[0] == '.' && !strncmp(e->d_name + 1, outputs[k], ol) &&
-                    !strncmp(e->d_name + 1 + ol, ".tmp.", 5) && strlen(e->d_name + 6 + ol) == 6;
+        int stale = sscanf(e->d_name, "checkpoint-%lu.old.%*d%n", &step, &end) == 1 && !e->d_name[end];
+        if (!stale && aout_tmp_target(e->d_name, target, sizeof target)) {
+            stale = sscanf(target, "checkpoint-%lu%n", &step, &end) == 1 && !target[end];
+            for (size_t k = 0; k < sizeof outputs / sizeof *outputs && !stale; k++) stale = !strcmp(target, outputs[k]);
         }
         if (stale) {
             names = xgrow(names, &cap, n + 1, sizeof *names);

@@ -760,6 +760,9 @@ extern "C" int cuda_available(void) {
 extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d, const void *model,
                                         const lora_layout *l, const optim_cfg *oc, size_t max_tokens, size_t max_len) {
     if (!cuda_available()) die("--device cuda: no CUDA GPU is visible (%s)", "cudaGetDeviceCount found none");
+    // The SwiGLU kernels work on column pairs (every released Qwen2 width is even).
+    if (d->inter % 2) die("--device cuda: intermediate_size %zu is odd; the GPU kernels need it even (use --device cpu)",
+                          d->inter);
     const hf_model *hm = (const hf_model *)model;
     cuda_ctx *c = new cuda_ctx();
     c->d = *d; c->l = l; c->oc = oc; c->recompute = o->recompute || o->offload; c->offload = o->offload;
@@ -788,7 +791,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     int embed_on_host = c->recompute && !d->tied;
     const char *lf = getenv("LORAPIPE_LORA"), *ak = getenv("LORAPIPE_ATTENTION");
     // The fused kernels read pairs of columns: every LoRA input width must be even.
-    c->lora_fused = lora_fused_rank_ok(r) && d->hidden % 2 == 0 && d->inter % 2 == 0 && d->head_dim % 2 == 0 &&
+    c->lora_fused = lora_fused_rank_ok(r) && d->hidden % 2 == 0 && d->head_dim % 2 == 0 &&
                     !(lf && !strcmp(lf, "gemm"));
     c->att_force_kernel = ak && !strcmp(ak, "kernel");
     c->att_force_gemm = ak && !strcmp(ak, "gemm");
