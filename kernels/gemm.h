@@ -20,6 +20,10 @@ void gemm_bf16(gemm_ctx *g, int ta, int tb, size_t M, size_t N, size_t K, float 
                const uint16_t *B, size_t ldb, float beta, void *C, int c_f32, size_t ldc, const uint16_t *bias);
 // Shorthands for a linear layer with weight W (O, I), row-major, as in PyTorch:
 // y (M, O) = x (M, I) W^T (+ bias) (+ beta y)
+// y (M, O) = x W^T + res: the residual add rides in the product's C input
+// (res and y share the row stride ldy; res may not alias y partially).
+void gemm_linear_fwd_res(gemm_ctx *g, uint16_t *y, const uint16_t *res, size_t ldy, const uint16_t *x, size_t ldx,
+                         const uint16_t *W, size_t ldw, size_t M, size_t O, size_t I);
 void gemm_linear_fwd(gemm_ctx *g, uint16_t *y, size_t ldy, const uint16_t *x, size_t ldx, const uint16_t *W, size_t ldw,
                      size_t M, size_t O, size_t I, const uint16_t *bias, float alpha, float beta);
 // dx (M, I) = dy (M, O) W (+ beta dx)

@@ -104,6 +104,32 @@ void k_dropout(bf16_t *dst, const bf16_t *src, size_t n, uint64_t k, float p, cu
 // dx (N, I) += dropout'(dt A)
 void k_lora_dx(bf16_t *dx, const bf16_t *dt, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k, float p,
                cudaStream_t s);
+// Modules that read the same input x (N, I): q, k, v (or gate, up). One kernel
+// per pass reads x (or writes dx) once for the whole group.
+#define LORA_GMAX 3
+typedef struct {
+    int g;                         // modules in the group, 1..LORA_GMAX
+    const bf16_t *w[LORA_GMAX];    // A (r, I) of each
+    bf16_t *t[LORA_GMAX];          // (N, r) each: t = dropout(x) A^T (in), or dt (read by da, dx)
+    float *dw[LORA_GMAX];          // dA (r, I) fp32 of each (da)
+    uint64_t k[LORA_GMAX];         // dropout mask keys (lora_mask_key)
+    // B side, batched (one launch for the modules, no shared input): w are the
+    // B (cols[j], r), io the y or dy column blocks of row stride ld, cols the O_j.
+    bf16_t *io[LORA_GMAX];
+    size_t cols[LORA_GMAX], ld;
+} lora_group;
+// t[g] = dropout_g(x) A[g]^T for each g
+void k_lora_in_group(const lora_group *gr, const bf16_t *x, size_t N, size_t I, size_t r, float p, cudaStream_t s);
+// dA[g] += dt[g]^T dropout_g(x) for each g; part: LORA_GMAX x lora_da_ws_floats(N, r, I) scratch
+void k_lora_da_group(const lora_group *gr, float *part, const bf16_t *x, size_t N, size_t I, size_t r, float p,
+                     cudaStream_t s);
+// dx += sum_g dropout_g'(dt[g] A[g])
+void k_lora_dx_group(bf16_t *dx, const lora_group *gr, size_t N, size_t I, size_t r, float p, cudaStream_t s);
+// The B side of a group in one launch each: io[j] += s t[j] B[j]^T ; t[j] = s io[j] B[j] (dt from dy) ;
+// dw[j] (O_j, r) += s io[j]^T t[j] (part: LORA_GMAX x lora_da_ws_floats(N, r, max O_j))
+void k_lora_out_batch(const lora_group *gr, size_t N, size_t r, float s, cudaStream_t st);
+void k_lora_dt_batch(const lora_group *gr, size_t N, size_t r, float s, cudaStream_t st);
+void k_lora_db_batch(const lora_group *gr, float *part, size_t N, size_t r, float s, cudaStream_t st);
 
 // ---- SwiGLU (swiglu.cu) -----------------------------------------------------
 // gu (N, 2F): gate in columns [0, F), up in [F, 2F). act (N, F) = bf16(silu(g)) * u.

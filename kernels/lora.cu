@@ -28,8 +28,24 @@ extern "C" uint64_t lora_mask_key(uint64_t key, size_t layer, int module) {
     return (uint32_t)(k ^ (k >> 32));   // the per-element hash is 32-bit
 }
 
-#define LR_ROWS 4     // rows per block: A is read once for four rows
 #define LR_MAXR 16    // rank bound of the fused kernels
+
+// Up to LORA_GMAX modules that read the same input (q, k and v read the first
+// norm's output; gate and up the second's) are served by one kernel that reads
+// the input once: one launch instead of three, and a third of the traffic.
+// Module g of a group: its weight view W[g], its (N, R) side t[g] (written by
+// the input kernel, read as dt by dA and dx) and its dropout key k[g].
+// The B side (y += s t B^T, dt = s dy B, dB += s dy^T t) has no shared input,
+// but its modules still go in one launch: blockIdx.z picks the module, with its
+// own input x[z] of cols[z] columns. A shared-input launch has one z.
+struct lgk {
+    const bf16 *W[LORA_GMAX];
+    bf16 *t[LORA_GMAX];
+    float *dA[LORA_GMAX];
+    uint64_t k[LORA_GMAX];
+    const bf16 *x[LORA_GMAX];     // input of launch slice z (in, da), or output (dx)
+    size_t cols[LORA_GMAX];       // its I (or O)
+};
 
 // The weight of a product, element (q, i) of an (r, I) view: A (r, I) itself,
 // or, with BT, B stored (I, r) as PEFT stores lora_B (out, r).
@@ -39,120 +55,179 @@ __device__ __forceinline__ float2 wpair(const bf16 *W, size_t I, int q, size_t i
     return __bfloat1622float2(*(const __nv_bfloat162 *)(W + (size_t)q * I + i));
 }
 
-// t (N, r) = out_scale * (mask * x) W^T, x (N, I) with row stride ldx, W an
-// (r, I) view (wpair). A block of 256 threads owns LR_ROWS rows: threads
-// stride over column pairs of I (bf16x2, coalesced), each keeping
-// LR_ROWS x R partial sums, then a block reduction. W is read once per block.
-// Used for the adapter input t = dropout(x) A^T and for dt = s dy B.
-template <int R, bool BT>
-__global__ void __launch_bounds__(256) lora_in_kernel(bf16 *t, const bf16 *x, size_t ldx, const bf16 *W, size_t N,
-                                                      size_t I, uint64_t k, float p, float scale, float out_scale) {
-    __shared__ float red[8][LR_ROWS * R];
-    size_t n0 = blockIdx.x * (size_t)LR_ROWS;
-    int nr = (int)min((size_t)LR_ROWS, N - n0);
-    float acc[LR_ROWS][R];
+// Rows per block of the input kernel: as many as the registers allow (each
+// thread keeps ROWS x G x R partial sums), so that W is read once per ROWS rows.
+template <int R, int G> struct in_rows { static const int v = G * R <= 16 ? 4 : (G * R <= 32 ? 2 : 1); };
+
+// t[g] (N, R) = out_scale * (mask_g * x) W[g]^T for every g, x (N, I) with row
+// stride ldx, W[g] an (R, I) view (wpair). A block of 256 threads owns ROWS
+// rows: threads stride over column pairs of I (bf16x2, coalesced), each keeping
+// ROWS x G x R partial sums, then a block reduction.
+// Used for the adapter input t = dropout(x) A^T (a group) and for dt = s dy B (G = 1).
+template <int R, int G, bool BT>
+__global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t N, float pd, float scale,
+                                                      float out_scale) {
+    const int ROWS = in_rows<R, G>::v;
+    const int z = blockIdx.z;                // module base: W[z + g], t[z + g]
+    const bf16 *x = p.x[z];
+    size_t I = p.cols[z];
+    __shared__ float red[8][ROWS * G * R];
+    size_t n0 = blockIdx.x * (size_t)ROWS;
+    int nr = (int)min((size_t)ROWS, N - n0);
+    float acc[ROWS][G][R];
     #pragma unroll
-    for (int a = 0; a < LR_ROWS; a++)
+    for (int a = 0; a < ROWS; a++)
         #pragma unroll
-        for (int q = 0; q < R; q++) acc[a][q] = 0.0f;
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) acc[a][g][q] = 0.0f;
     for (size_t i = 2 * threadIdx.x; i < I; i += 2 * blockDim.x) {
-        float2 av[R];
+        float2 av[G][R];
         #pragma unroll
-        for (int q = 0; q < R; q++) av[q] = wpair<R, BT>(W, I, q, i);
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) av[g][q] = wpair<R, BT>(p.W[z + g], I, q, i);
         #pragma unroll
-        for (int a = 0; a < LR_ROWS; a++) {
+        for (int a = 0; a < ROWS; a++) {
             if (a >= nr) break;
             size_t n = n0 + a;
             float2 xv = __bfloat1622float2(*(const __nv_bfloat162 *)(x + n * ldx + i));
-            if (p > 0.0f) { xv.x *= keep(k, n * I + i, p, scale); xv.y *= keep(k, n * I + i + 1, p, scale); }
             #pragma unroll
-            for (int q = 0; q < R; q++) acc[a][q] += xv.x * av[q].x + xv.y * av[q].y;
+            for (int g = 0; g < G; g++) {
+                float2 xg = xv;
+                if (pd > 0.0f) {
+                    xg.x *= keep(p.k[z + g], n * I + i, pd, scale); xg.y *= keep(p.k[z + g], n * I + i + 1, pd, scale);
+                }
+                #pragma unroll
+                for (int q = 0; q < R; q++) acc[a][g][q] += xg.x * av[g][q].x + xg.y * av[g][q].y;
+            }
         }
     }
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     #pragma unroll
-    for (int a = 0; a < LR_ROWS; a++)
+    for (int a = 0; a < ROWS; a++)
         #pragma unroll
-        for (int q = 0; q < R; q++) {
-            float v = warp_sum(acc[a][q]);
-            if (lane == 0) red[warp][a * R + q] = v;
-        }
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) {
+                float v = warp_sum(acc[a][g][q]);
+                if (lane == 0) red[warp][(a * G + g) * R + q] = v;
+            }
     __syncthreads();
-    for (int j = threadIdx.x; j < nr * R; j += blockDim.x) {
+    for (int j = threadIdx.x; j < nr * G * R; j += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][j];
-        t[(n0 + j / R) * R + j % R] = tobf(v * out_scale);
+        int a = j / (G * R), g = (j / R) % G, q = j % R;
+        p.t[z + g][(n0 + a) * R + q] = tobf(v * out_scale);
     }
 }
 
-// Partial dA over a chunk of rows: part[c] (r, I) = sum_{n in chunk c} dt[n] (mask * x[n]).
-// A thread owns a column pair (bf16x2 loads of x).
+// Partial dA over a chunk of rows, for every module g of a group:
+// part[g][c] (R, I) = sum_{n in chunk c} dt_g[n] (mask_g * x[n]).
+// A thread owns a column pair (bf16x2 loads of x, read once for the group).
 #define DA_CHUNK MEM_DA_CHUNK
-template <int R>
-__global__ void lora_da_kernel(float *part, const bf16 *dt, const bf16 *x, size_t ldx, size_t N, size_t I, uint64_t k,
-                               float p, float scale) {
-    __shared__ float dts[DA_CHUNK][R];
-    size_t c = blockIdx.y, n0 = c * DA_CHUNK, n1 = min(N, n0 + DA_CHUNK);
-    for (size_t j = threadIdx.x; j < (n1 - n0) * R; j += blockDim.x) dts[j / R][j % R] = bf(dt[(n0 + j / R) * R + j % R]);
+// A batched (B-side) launch writes slice z's partials at part + z * zstride.
+template <int R, int G>
+__global__ void lora_da_kernel(float *part, size_t zstride, lgk p, size_t ldx, size_t N, float pd, float scale) {
+    __shared__ float dts[DA_CHUNK][G * R];
+    const int z = blockIdx.z;
+    const bf16 *x = p.x[z];
+    size_t I = p.cols[z];
+    part += z * zstride;
+    size_t c = blockIdx.y, chunks = gridDim.y, n0 = c * DA_CHUNK, n1 = min(N, n0 + DA_CHUNK);
+    for (size_t j = threadIdx.x; j < (n1 - n0) * G * R; j += blockDim.x) {
+        size_t row = j / (G * R), g = (j / R) % G, q = j % R;
+        dts[row][g * R + q] = bf(p.t[z + g][(n0 + row) * R + q]);
+    }
     __syncthreads();
     size_t i = 2 * (blockIdx.x * (size_t)blockDim.x + threadIdx.x);
     if (i >= I) return;
-    float acc[R][2];
+    float acc[G][R][2];
     #pragma unroll
-    for (int q = 0; q < R; q++) acc[q][0] = acc[q][1] = 0.0f;
+    for (int g = 0; g < G; g++)
+        #pragma unroll
+        for (int q = 0; q < R; q++) acc[g][q][0] = acc[g][q][1] = 0.0f;
     // Unrolled so that several rows' loads are in flight at once: with one
     // block per (column range, chunk) there are few warps per SM to hide latency.
     #pragma unroll 8
     for (size_t n = n0; n < n1; n++) {
         float2 xv = __bfloat1622float2(*(const __nv_bfloat162 *)(x + n * ldx + i));
-        if (p > 0.0f) { xv.x *= keep(k, n * I + i, p, scale); xv.y *= keep(k, n * I + i + 1, p, scale); }
         #pragma unroll
-        for (int q = 0; q < R; q++) { acc[q][0] += dts[n - n0][q] * xv.x; acc[q][1] += dts[n - n0][q] * xv.y; }
+        for (int g = 0; g < G; g++) {
+            float2 xg = xv;
+            if (pd > 0.0f) {
+                xg.x *= keep(p.k[z + g], n * I + i, pd, scale); xg.y *= keep(p.k[z + g], n * I + i + 1, pd, scale);
+            }
+            #pragma unroll
+            for (int q = 0; q < R; q++) {
+                acc[g][q][0] += dts[n - n0][g * R + q] * xg.x;
+                acc[g][q][1] += dts[n - n0][g * R + q] * xg.y;
+            }
+        }
     }
     #pragma unroll
-    for (int q = 0; q < R; q++) *(float2 *)(part + (c * R + q) * I + i) = make_float2(acc[q][0], acc[q][1]);
+    for (int g = 0; g < G; g++)
+        #pragma unroll
+        for (int q = 0; q < R; q++)
+            *(float2 *)(part + ((g * chunks + c) * R + q) * I + i) = make_float2(acc[g][q][0], acc[g][q][1]);
 }
 
-// dA (r, I) += out_scale * sum over chunks, in chunk order (deterministic);
-// with transpose the sum lands in an (I, r) matrix (lora_B's layout).
-__global__ void lora_da_sum_kernel(float *dA, const float *part, size_t chunks, size_t R, size_t I, float out_scale,
-                                   int transpose) {
-    size_t RI = R * I;
+// dA_m (R, I_m) += out_scale * sum over chunks, in chunk order (deterministic);
+// blockIdx.y = m, the module, its partials at part + m * mstride (a shared
+// launch's modules all have I = cols[0]; a batched launch's their own cols[m]).
+// With transpose the sum lands in an (I, R) matrix (lora_B's layout).
+__global__ void lora_da_sum_kernel(lgk p, int batched, const float *part, size_t mstride, size_t chunks, size_t R,
+                                   float out_scale, int transpose) {
+    int m = blockIdx.y;
+    size_t I = p.cols[batched ? m : 0], RI = R * I;
+    const float *pm = part + m * mstride;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < RI; j += (size_t)gridDim.x * blockDim.x) {
         float acc = 0.0f;
-        for (size_t c = 0; c < chunks; c++) acc += part[c * RI + j];
+        for (size_t c = 0; c < chunks; c++) acc += pm[c * RI + j];
         size_t o = transpose ? (j % I) * R + j / I : j;
-        dA[o] += out_scale * acc;
+        p.dA[m][o] += out_scale * acc;
     }
 }
 
-// dx (N, I) (row stride ldd) += mask * out_scale * (dt W), dt (N, r) bf16, W an
-// (r, I) view (wpair). A block owns DX_ROWS rows and a thread a column pair,
-// so that each W value read serves DX_ROWS rows. Used for the input gradient
-// dx += dropout'(dt A) and for the adapter output y += s t B^T.
+// dx (N, I) (row stride ldd) += sum_g mask_g * out_scale * (dt_g W[g]), dt_g
+// (N, R) bf16, W[g] an (R, I) view (wpair). A block owns DX_ROWS rows and a
+// thread a column pair, so that each W value read serves DX_ROWS rows; dx is
+// read and written once for the whole group. Used for the input gradient
+// dx += dropout'(dt A) and (G = 1, BT) for the adapter output y += s t B^T.
 #define DX_ROWS 8
-template <int R, bool BT>
-__global__ void lora_dx_kernel(bf16 *dx, size_t ldd, const bf16 *dt, const bf16 *W, size_t N, size_t I, uint64_t k,
-                               float p, float scale, float out_scale) {
+template <int R, int G, bool BT>
+__global__ void lora_dx_kernel(size_t ldd, lgk p, size_t N, float pd, float scale, float out_scale) {
+    const int z = blockIdx.z;
+    bf16 *dx = (bf16 *)p.x[z];
+    size_t I = p.cols[z];
     size_t n0 = blockIdx.y * (size_t)DX_ROWS;
     int nr = (int)min((size_t)DX_ROWS, N - n0);
-    __shared__ float d[DX_ROWS][R];
-    for (int j = threadIdx.x; j < nr * R; j += blockDim.x) d[j / R][j % R] = bf(dt[(n0 + j / R) * R + j % R]);
+    __shared__ float d[DX_ROWS][G * R];
+    for (int j = threadIdx.x; j < nr * G * R; j += blockDim.x) {
+        int row = j / (G * R), g = (j / R) % G, q = j % R;
+        d[row][g * R + q] = bf(p.t[z + g][(n0 + row) * R + q]);
+    }
     __syncthreads();
     for (size_t i = 2 * (blockIdx.x * (size_t)blockDim.x + threadIdx.x); i < I; i += 2 * (size_t)gridDim.x * blockDim.x) {
-        float2 a[R];
+        float2 a[G][R];
         #pragma unroll
-        for (int q = 0; q < R; q++) a[q] = wpair<R, BT>(W, I, q, i);
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) a[g][q] = wpair<R, BT>(p.W[z + g], I, q, i);
         for (int rr = 0; rr < nr; rr++) {
             size_t n = n0 + rr;
-            float g0 = 0.0f, g1 = 0.0f;
+            float s0 = 0.0f, s1 = 0.0f;
             #pragma unroll
-            for (int q = 0; q < R; q++) { g0 += d[rr][q] * a[q].x; g1 += d[rr][q] * a[q].y; }
-            g0 *= out_scale; g1 *= out_scale;
-            if (p > 0.0f) { g0 *= keep(k, n * I + i, p, scale); g1 *= keep(k, n * I + i + 1, p, scale); }
+            for (int g = 0; g < G; g++) {
+                float g0 = 0.0f, g1 = 0.0f;
+                #pragma unroll
+                for (int q = 0; q < R; q++) { g0 += d[rr][g * R + q] * a[g][q].x; g1 += d[rr][g * R + q] * a[g][q].y; }
+                if (pd > 0.0f) { g0 *= keep(p.k[z + g], n * I + i, pd, scale); g1 *= keep(p.k[z + g], n * I + i + 1, pd, scale); }
+                s0 += g0; s1 += g1;
+            }
             __nv_bfloat162 *o = (__nv_bfloat162 *)(dx + n * ldd + i);
             float2 v = __bfloat1622float2(*o);
-            *o = __floats2bfloat162_rn(v.x + g0, v.y + g1);
+            *o = __floats2bfloat162_rn(v.x + s0 * out_scale, v.y + s1 * out_scale);
         }
     }
 }
@@ -163,79 +238,176 @@ __global__ void lora_dx_kernel(bf16 *dx, size_t ldd, const bf16 *dt, const bf16 
     case 8: CALL(8); break; case 16: CALL(16); break;                                   \
     default: die_at(__FILE__, __LINE__, "fused LoRA kernels: rank %zu not compiled", r); \
     }
+#define GROUP_SWITCH(G, r, CALL)                                                         \
+    switch (G) {                                                                         \
+    case 1: { const int GG = 1; RANK_SWITCH(r, CALL); } break;                           \
+    case 2: { const int GG = 2; RANK_SWITCH(r, CALL); } break;                           \
+    case 3: { const int GG = 3; RANK_SWITCH(r, CALL); } break;                           \
+    default: die_at(__FILE__, __LINE__, "fused LoRA kernels: a group of %d modules", G); \
+    }
 
 extern "C" int lora_fused_rank_ok(size_t r) { return r == 1 || r == 2 || r == 4 || r == 8 || r == 16; }
 
 extern "C" size_t lora_da_ws_floats(size_t N, size_t r, size_t I) { return mem_lora_da_floats(N, r, I); }
 
-static void launch_in(bf16_t *t, const bf16_t *x, size_t ldx, const bf16_t *W, int bt, size_t N, size_t I, size_t r,
-                      uint64_t k, float p, float out_scale, cudaStream_t s) {
+static lgk to_lgk(const lora_group *gr) {
+    lgk p;
+    memset(&p, 0, sizeof p);
+    for (int g = 0; g < gr->g; g++) {
+        p.W[g] = (const bf16 *)gr->w[g]; p.t[g] = (bf16 *)gr->t[g]; p.dA[g] = gr->dw[g]; p.k[g] = gr->k[g];
+    }
+    return p;
+}
+
+static size_t max_cols(const lgk *p, int nz) {
+    size_t m = 0;
+    for (int z = 0; z < nz; z++) m = p->cols[z] > m ? p->cols[z] : m;
+    return m;
+}
+
+// Shared input (bt = 0): one z, the group's G modules inside. Batched B side
+// (bt = 1): G = 1 per slice, nz slices.
+static void launch_in(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N, size_t r, float pd, float out_scale,
+                      cudaStream_t s) {
     if (!N) return;
-    float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    unsigned grid = cdiv(N, LR_ROWS);
-#define L_IN(R) (bt ? lora_in_kernel<R, true><<<grid, 256, 0, s>>>((bf16 *)t, (const bf16 *)x, ldx, (const bf16 *)W, N, I, k, p, scale, out_scale) \
-                    : lora_in_kernel<R, false><<<grid, 256, 0, s>>>((bf16 *)t, (const bf16 *)x, ldx, (const bf16 *)W, N, I, k, p, scale, out_scale))
-    RANK_SWITCH(r, L_IN);
+    float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
+#define L_IN(R) do { dim3 grid(cdiv(N, in_rows<R, GG>::v), 1, nz);                                        \
+        if (bt) lora_in_kernel<R, 1, true><<<grid, 256, 0, s>>>(p, ldx, N, pd, scale, out_scale);          \
+        else lora_in_kernel<R, GG, false><<<grid, 256, 0, s>>>(p, ldx, N, pd, scale, out_scale);           \
+    } while (0)
+    if (bt) G = 1;
+    GROUP_SWITCH(G, r, L_IN);
 #undef L_IN
     LAUNCH_CHECK();
 }
 
-static void launch_dx(bf16_t *dx, size_t ldd, const bf16_t *dt, const bf16_t *W, int bt, size_t N, size_t I, size_t r,
-                      uint64_t k, float p, float out_scale, cudaStream_t s) {
+static void launch_dx(const lgk &p, int G, int nz, size_t ldd, int bt, size_t N, size_t r, float pd, float out_scale,
+                      cudaStream_t s) {
     if (!N) return;
-    float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    unsigned gx = cdiv(I / 2, 256);
-    dim3 grid(gx < 16 ? gx : 16, cdiv(N, DX_ROWS));
-#define L_DX(R) (bt ? lora_dx_kernel<R, true><<<grid, 256, 0, s>>>((bf16 *)dx, ldd, (const bf16 *)dt, (const bf16 *)W, N, I, k, p, scale, out_scale) \
-                    : lora_dx_kernel<R, false><<<grid, 256, 0, s>>>((bf16 *)dx, ldd, (const bf16 *)dt, (const bf16 *)W, N, I, k, p, scale, out_scale))
-    RANK_SWITCH(r, L_DX);
+    float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
+    unsigned gx = cdiv(max_cols(&p, nz) / 2, 256);
+    dim3 grid(gx < 16 ? gx : 16, cdiv(N, DX_ROWS), nz);
+#define L_DX(R) do {                                                                                     \
+        if (bt) lora_dx_kernel<R, 1, true><<<grid, 256, 0, s>>>(ldd, p, N, pd, scale, out_scale);        \
+        else lora_dx_kernel<R, GG, false><<<grid, 256, 0, s>>>(ldd, p, N, pd, scale, out_scale);         \
+    } while (0)
+    if (bt) G = 1;
+    GROUP_SWITCH(G, r, L_DX);
 #undef L_DX
     LAUNCH_CHECK();
 }
 
-static void launch_da(float *dA, float *part, const bf16_t *dt, const bf16_t *x, size_t ldx, size_t N, size_t I,
-                      size_t r, uint64_t k, float p, float out_scale, int transpose, cudaStream_t s) {
+// part holds G (or nz) modules' partial sums, each chunks x r x cols.
+static void launch_da(const lgk &p, int G, int nz, float *part, size_t ldx, size_t N, size_t r, float pd,
+                      float out_scale, int transpose, cudaStream_t s) {
     if (!N) return;
-    float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    size_t chunks = (N + DA_CHUNK - 1) / DA_CHUNK;
-    dim3 grid(cdiv(I / 2, 128), (unsigned)chunks);
-#define L_DA(R) lora_da_kernel<R><<<grid, 128, 0, s>>>(part, (const bf16 *)dt, (const bf16 *)x, ldx, N, I, k, p, scale)
-    RANK_SWITCH(r, L_DA);
+    float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
+    size_t chunks = (N + DA_CHUNK - 1) / DA_CHUNK, cmax = max_cols(&p, nz), zstride = chunks * r * cmax;
+    dim3 grid(cdiv(cmax / 2, 128), (unsigned)chunks, nz);
+    int GD = nz > 1 ? 1 : G;
+#define L_DA(R) lora_da_kernel<R, GG><<<grid, 128, 0, s>>>(part, zstride, p, ldx, N, pd, scale)
+    GROUP_SWITCH(GD, r, L_DA);
 #undef L_DA
     LAUNCH_CHECK();
-    unsigned g = cdiv(r * I, 256);
-    lora_da_sum_kernel<<<g < 1024 ? g : 1024, 256, 0, s>>>(dA, part, chunks, r, I, out_scale, transpose);
+    int mods = nz > 1 ? nz : G;
+    unsigned g = cdiv(r * cmax, 256);
+    dim3 sg(g < 512 ? g : 512, mods);
+    lora_da_sum_kernel<<<sg, 256, 0, s>>>(p, nz > 1, part, nz > 1 ? zstride : chunks * r * p.cols[0], chunks, r,
+                                          out_scale, transpose);
     LAUNCH_CHECK();
+}
+
+extern "C" void k_lora_in_group(const lora_group *gr, const bf16_t *x, size_t N, size_t I, size_t r, float p,
+                                cudaStream_t s) {
+    lgk k = to_lgk(gr);
+    k.x[0] = (const bf16 *)x; k.cols[0] = I;
+    launch_in(k, gr->g, 1, I, 0, N, r, p, 1.0f, s);
+}
+
+extern "C" void k_lora_da_group(const lora_group *gr, float *part, const bf16_t *x, size_t N, size_t I, size_t r,
+                                float p, cudaStream_t s) {
+    lgk k = to_lgk(gr);
+    k.x[0] = (const bf16 *)x; k.cols[0] = I;
+    launch_da(k, gr->g, 1, part, I, N, r, p, 1.0f, 0, s);
+}
+
+extern "C" void k_lora_dx_group(bf16_t *dx, const lora_group *gr, size_t N, size_t I, size_t r, float p,
+                                cudaStream_t s) {
+    lgk k = to_lgk(gr);
+    k.x[0] = (const bf16 *)dx; k.cols[0] = I;
+    launch_dx(k, gr->g, 1, I, 0, N, r, p, 1.0f, s);
+}
+
+// B side, batched: gr->w are the B (O_j, r), gr->io the y or dy column blocks
+// (row stride gr->ld), gr->cols the O_j.
+static lgk to_lgk_b(const lora_group *gr) {
+    lgk k = to_lgk(gr);
+    for (int g = 0; g < gr->g; g++) { k.x[g] = (const bf16 *)gr->io[g]; k.cols[g] = gr->cols[g]; }
+    return k;
+}
+
+extern "C" void k_lora_out_batch(const lora_group *gr, size_t N, size_t r, float sc, cudaStream_t s) {
+    if (!gr->g) return;
+    launch_dx(to_lgk_b(gr), 1, gr->g, gr->ld, 1, N, r, 0.0f, sc, s);
+}
+
+extern "C" void k_lora_dt_batch(const lora_group *gr, size_t N, size_t r, float sc, cudaStream_t s) {
+    if (!gr->g) return;
+    launch_in(to_lgk_b(gr), 1, gr->g, gr->ld, 1, N, r, 0.0f, sc, s);
+}
+
+extern "C" void k_lora_db_batch(const lora_group *gr, float *part, size_t N, size_t r, float sc, cudaStream_t s) {
+    if (!gr->g) return;
+    launch_da(to_lgk_b(gr), 1, gr->g, part, gr->ld, N, r, 0.0f, sc, 1, s);
+}
+
+static lora_group one(const bf16_t *w, bf16_t *t, float *dw, uint64_t k) {
+    lora_group gr;
+    memset(&gr, 0, sizeof gr);
+    gr.g = 1; gr.w[0] = w; gr.t[0] = t; gr.dw[0] = dw; gr.k[0] = k;
+    return gr;
 }
 
 extern "C" void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k,
                           float p, cudaStream_t s) {
-    launch_in(t, x, I, A, 0, N, I, r, k, p, 1.0f, s);
+    lora_group gr = one(A, t, NULL, k);
+    k_lora_in_group(&gr, x, N, I, r, p, s);
 }
 
 extern "C" void k_lora_da(float *dA, float *part, const bf16_t *dt, const bf16_t *x, size_t N, size_t I, size_t r,
                           uint64_t k, float p, cudaStream_t s) {
-    launch_da(dA, part, dt, x, I, N, I, r, k, p, 1.0f, 0, s);
+    lora_group gr = one(NULL, (bf16_t *)dt, dA, k);
+    k_lora_da_group(&gr, part, x, N, I, r, p, s);
 }
 
 extern "C" void k_lora_dx(bf16_t *dx, const bf16_t *dt, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k,
                           float p, cudaStream_t s) {
-    launch_dx(dx, I, dt, A, 0, N, I, r, k, p, 1.0f, s);
+    lora_group gr = one(A, (bf16_t *)dt, NULL, k);
+    k_lora_dx_group(dx, &gr, N, I, r, p, s);
+}
+
+static lora_group one_b(const bf16_t *B, bf16_t *t, float *dB, bf16_t *io, size_t ld, size_t O) {
+    lora_group gr = one(B, t, dB, 0);
+    gr.io[0] = io; gr.ld = ld; gr.cols[0] = O;
+    return gr;
 }
 
 extern "C" void k_lora_out(bf16_t *y, size_t ldy, const bf16_t *t, const bf16_t *B, size_t N, size_t O, size_t r,
                            float sc, cudaStream_t s) {
-    launch_dx(y, ldy, t, B, 1, N, O, r, 0, 0.0f, sc, s);
+    lora_group gr = one_b(B, (bf16_t *)t, NULL, y, ldy, O);
+    k_lora_out_batch(&gr, N, r, sc, s);
 }
 
 extern "C" void k_lora_dt(bf16_t *dt, const bf16_t *dy, size_t lddy, const bf16_t *B, size_t N, size_t O, size_t r,
                           float sc, cudaStream_t s) {
-    launch_in(dt, dy, lddy, B, 1, N, O, r, 0, 0.0f, sc, s);
+    lora_group gr = one_b(B, dt, NULL, (bf16_t *)dy, lddy, O);
+    k_lora_dt_batch(&gr, N, r, sc, s);
 }
 
 extern "C" void k_lora_db(float *dB, float *part, const bf16_t *t, const bf16_t *dy, size_t lddy, size_t N, size_t O,
                           size_t r, float sc, cudaStream_t s) {
-    launch_da(dB, part, t, dy, lddy, N, O, r, 0, 0.0f, sc, 1, s);
+    lora_group gr = one_b(NULL, (bf16_t *)t, dB, (bf16_t *)dy, lddy, O);
+    k_lora_db_batch(&gr, part, N, r, sc, s);
 }
 
 __global__ void dropout_kernel(bf16 *dst, const bf16 *src, size_t n, uint64_t k, float p, float scale) {

@@ -68,11 +68,12 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
     m->logit_rows = min2(N, in->recompute ? 256 : 2048);
     size_t maxIF = max2(max2(C, F), qd);
     size_t drop_n = in->dropout && !in->lora_fused ? N * maxIF : 1;
-    size_t da_n = in->lora_fused ? mem_lora_da_floats(N, r, maxIF) : 1;
+    // The fused dA / dB scratch holds partial sums for a whole group (q, k, v) at once.
+    size_t da_n = in->lora_fused ? mem_lora_da_floats(N, r, MEM_LORA_GROUP * maxIF) : 1;
     m->workspace = arena_round(N * C * BF) + arena_round(N * F4) + 2 * arena_round(N * C * BF) +
                    arena_round(N * dqkv * BF) + arena_round(N * qd * BF) + 2 * arena_round(N * F * BF) +
                    arena_round(N * 2 * F * BF) + arena_round(drop_n * BF) + arena_round(m->logit_rows * C * BF) +
-                   arena_round(m->logit_rows * V * BF) + arena_round(N * r * BF) + arena_round(H * N * F4) +
+                   arena_round(m->logit_rows * V * BF) + arena_round(MEM_LORA_GROUP * N * r * BF) + arena_round(H * N * F4) +
                    arena_round(N * F4) + arena_round(F4) + 2 * arena_round(N * 4) + arena_round((N + 1) * 4) +
                    arena_round(2 * (2 * N + 64) * 4) + 2 * arena_round(N * 4) + arena_round(da_n * F4);
 

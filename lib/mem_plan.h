@@ -14,6 +14,7 @@ extern "C" {
 #endif
 
 #define MEM_DA_CHUNK 64            // rows per partial sum of the fused LoRA dA kernel
+#define MEM_LORA_GROUP 3           // modules that share an input (q, k, v) and one fused LoRA kernel
 #define MEM_CUBLAS_WS (32u << 20)  // cuBLASLt workspace
 #define MEM_ATT_BUDGET_FAST ((size_t)1024 << 20)
 #define MEM_ATT_BUDGET_LEAN ((size_t)256 << 20)

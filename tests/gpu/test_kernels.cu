@@ -107,6 +107,34 @@ static void test_gemm(gemm_ctx *g) {
             rdx[i * I + k] = a;
         }
     check("gemm dx = dy W", dx.get(), rdx, 8e-3);
+    {   // y2 = x W^T + res (C input distinct from the output)
+        bbuf res(M * O), y2(M * O);
+        gemm_linear_fwd_res(g, y2.d, res.d, O, x.d, I, W.d, I, M, O, I);
+        std::vector<double> r2(M * O);
+        for (size_t m = 0; m < M; m++)
+            for (size_t o = 0; o < O; o++) {
+                double a = res.h[m * O + o];
+                for (size_t i = 0; i < I; i++) a += (double)x.h[m * I + i] * W.h[o * I + i];
+                r2[m * O + o] = a;
+            }
+        check("gemm y = x W^T + res (C input apart from D)", y2.get(), r2, 8e-3);
+    }
+    {   // token counts above 256 share the algorithm of their 64-row bucket: 300 runs 320's
+        size_t M3 = 300, O3 = 256, I3 = 192;
+        bbuf x3(M3 * I3), W3(O3 * I3, 0.2f), y3(M3 * O3);
+        bbuf x4(320 * I3), y4(320 * O3);
+        gemm_linear_fwd(g, y4.d, O3, x4.d, I3, W3.d, I3, 320, O3, I3, nullptr, 1.0f, 0.0f);   // the bucket's own
+        y3.poison();
+        gemm_linear_fwd(g, y3.d, O3, x3.d, I3, W3.d, I3, M3, O3, I3, nullptr, 1.0f, 0.0f);
+        std::vector<double> r3(M3 * O3);
+        for (size_t m = 0; m < M3; m++)
+            for (size_t o = 0; o < O3; o++) {
+                double a = 0;
+                for (size_t i = 0; i < I3; i++) a += (double)x3.h[m * I3 + i] * W3.h[o * I3 + i];
+                r3[m * O3 + o] = a;
+            }
+        check("gemm y = x W^T, 300 rows on the 320-row bucket's algorithm", y3.get(), r3, 8e-3);
+    }
     fbuf dW(O * I, 1.0f);
     std::vector<float> w0 = dW.h;
     gemm_linear_dw(g, dW.d, dy.d, O, x.d, I, M, O, I, 0.25f, 1.0f);
@@ -432,6 +460,141 @@ static void test_lora(float p) {
     cudaFree(part);
 }
 
+// A group of modules sharing one input (q, k, v): one kernel per pass must
+// equal each module on its own (its own mask key), and dx the sum of them.
+static void test_lora_group(int G, size_t r, float p) {
+    size_t N = 41, I = 296;
+    float scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    bbuf x(N * I), dx(N * I);
+    std::vector<bbuf *> A, t, dt;
+    std::vector<fbuf *> dA;
+    std::vector<std::vector<float>> mask(G, std::vector<float>(N * I));
+    lora_group gr;
+    memset(&gr, 0, sizeof gr);
+    gr.g = G;
+    for (int g = 0; g < G; g++) {
+        A.push_back(new bbuf(r * I, 0.1f)); t.push_back(new bbuf(N * r)); dt.push_back(new bbuf(N * r));
+        dA.push_back(new fbuf(r * I, 0.5f));
+        uint64_t k = lora_mask_key(77, 3, g);
+        for (size_t i = 0; i < N * I; i++) {
+            uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ (uint32_t)k;
+            h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+            float u = (float)(h >> 8) * (1.0f / 16777216.0f);
+            mask[g][i] = u < p ? 0.0f : scale;
+        }
+        t[g]->poison();
+        gr.w[g] = A[g]->d; gr.t[g] = t[g]->d; gr.dw[g] = dA[g]->d; gr.k[g] = k;
+    }
+    char name[96];
+    k_lora_in_group(&gr, x.d, N, I, r, p, 0);
+    for (int g = 0; g < G; g++) {
+        std::vector<double> rt(N * r, 0);
+        for (size_t n = 0; n < N; n++)
+            for (size_t q = 0; q < r; q++)
+                for (size_t i = 0; i < I; i++)
+                    rt[n * r + q] += (double)mask[g][n * I + i] * x.h[n * I + i] * A[g]->h[q * I + i];
+        snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f: module %d t = dropout(x) A^T", G, r, p, g);
+        check(name, t[g]->get(), rt, 8e-3);
+    }
+    // da and dx read the group's t as dt
+    for (int g = 0; g < G; g++) gr.t[g] = dt[g]->d;
+    float *part; CUDA_CHECK(cudaMalloc(&part, G * lora_da_ws_floats(N, r, I) * 4));
+    std::vector<std::vector<float>> dA0;
+    for (int g = 0; g < G; g++) dA0.push_back(dA[g]->h);
+    k_lora_da_group(&gr, part, x.d, N, I, r, p, 0);
+    for (int g = 0; g < G; g++) {
+        std::vector<double> rda(r * I);
+        for (size_t q = 0; q < r; q++)
+            for (size_t i = 0; i < I; i++) {
+                double a = dA0[g][q * I + i];
+                for (size_t n = 0; n < N; n++) a += (double)dt[g]->h[n * r + q] * mask[g][n * I + i] * x.h[n * I + i];
+                rda[q * I + i] = a;
+            }
+        snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f: module %d dA += dt^T dropout(x)", G, r, p, g);
+        check(name, dA[g]->get(), rda, 1e-5);
+    }
+    std::vector<float> dx0 = dx.h;
+    k_lora_dx_group(dx.d, &gr, N, I, r, p, 0);
+    std::vector<double> rdx(N * I);
+    for (size_t n = 0; n < N; n++)
+        for (size_t i = 0; i < I; i++) {
+            double v = dx0[n * I + i];
+            for (int g = 0; g < G; g++) {
+                double a = 0;
+                for (size_t q = 0; q < r; q++) a += (double)dt[g]->h[n * r + q] * A[g]->h[q * I + i];
+                v += mask[g][n * I + i] * a;
+            }
+            rdx[n * I + i] = v;
+        }
+    snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f: dx += sum dropout'(dt A)", G, r, p);
+    check(name, dx.get(), rdx, 8e-3);
+    cudaFree(part);
+    for (int g = 0; g < G; g++) { delete A[g]; delete t[g]; delete dt[g]; delete dA[g]; }
+}
+
+// The B side of a group in one launch per pass (q, k, v of different widths,
+// as with grouped-query attention), against plain loops.
+static void test_lora_batch(size_t r) {
+    size_t N = 45, ld = 700, G = 3, O[3] = {320, 120, 120}, col[3] = {0, 320, 440};
+    float s = 0.6f;
+    bbuf y(N * ld), dy(N * ld);
+    std::vector<bbuf *> B, t, dt;
+    std::vector<fbuf *> dB;
+    lora_group gr;
+    memset(&gr, 0, sizeof gr);
+    gr.g = (int)G; gr.ld = ld;
+    for (size_t g = 0; g < G; g++) {
+        B.push_back(new bbuf(O[g] * r, 0.2f)); t.push_back(new bbuf(N * r)); dt.push_back(new bbuf(N * r));
+        dB.push_back(new fbuf(O[g] * r, 0.3f));
+        gr.w[g] = B[g]->d; gr.t[g] = t[g]->d; gr.dw[g] = dB[g]->d; gr.cols[g] = O[g];
+    }
+    char name[96];
+    std::vector<float> y0 = y.h;
+    for (size_t g = 0; g < G; g++) gr.io[g] = y.d + col[g];
+    k_lora_out_batch(&gr, N, r, s, 0);
+    std::vector<double> ry(y0.begin(), y0.end());
+    for (size_t g = 0; g < G; g++)
+        for (size_t n = 0; n < N; n++)
+            for (size_t o = 0; o < O[g]; o++) {
+                double a = 0;
+                for (size_t q = 0; q < r; q++) a += (double)t[g]->h[n * r + q] * B[g]->h[o * r + q];
+                ry[n * ld + col[g] + o] += s * a;
+            }
+    snprintf(name, sizeof name, "lora batch of 3, r=%zu: y_j += s t_j B_j^T", r);
+    check(name, y.get(), ry, 8e-3);
+    for (size_t g = 0; g < G; g++) gr.io[g] = dy.d + col[g];
+    float *part; CUDA_CHECK(cudaMalloc(&part, G * lora_da_ws_floats(N, r, 320) * 4));
+    std::vector<std::vector<float>> dB0;
+    for (size_t g = 0; g < G; g++) dB0.push_back(dB[g]->h);
+    k_lora_db_batch(&gr, part, N, r, s, 0);
+    for (size_t g = 0; g < G; g++) {
+        std::vector<double> rdb(O[g] * r);
+        for (size_t o = 0; o < O[g]; o++)
+            for (size_t q = 0; q < r; q++) {
+                double a = 0;
+                for (size_t n = 0; n < N; n++) a += (double)dy.h[n * ld + col[g] + o] * t[g]->h[n * r + q];
+                rdb[o * r + q] = dB0[g][o * r + q] + s * a;
+            }
+        snprintf(name, sizeof name, "lora batch of 3, r=%zu: module %zu dB += s dy^T t", r, g);
+        check(name, dB[g]->get(), rdb, 1e-5);
+    }
+    for (size_t g = 0; g < G; g++) { gr.t[g] = dt[g]->d; dt[g]->poison(); }
+    k_lora_dt_batch(&gr, N, r, s, 0);
+    for (size_t g = 0; g < G; g++) {
+        std::vector<double> rdt(N * r);
+        for (size_t n = 0; n < N; n++)
+            for (size_t q = 0; q < r; q++) {
+                double a = 0;
+                for (size_t o = 0; o < O[g]; o++) a += (double)dy.h[n * ld + col[g] + o] * B[g]->h[o * r + q];
+                rdt[n * r + q] = s * a;
+            }
+        snprintf(name, sizeof name, "lora batch of 3, r=%zu: module %zu dt = s dy B", r, g);
+        check(name, dt[g]->get(), rdt, 8e-3);
+    }
+    cudaFree(part);
+    for (size_t g = 0; g < G; g++) { delete B[g]; delete t[g]; delete dt[g]; delete dB[g]; }
+}
+
 int main() {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) { printf("no CUDA GPU: skipped\n0 passed, 0 failed\n"); return 0; }
@@ -449,6 +612,11 @@ int main() {
     test_attention(128, 100, 4);
     test_lora(0.0f);
     test_lora(0.3f);
+    test_lora_group(3, 8, 0.0f);
+    test_lora_group(3, 16, 0.1f);
+    test_lora_group(2, 4, 0.3f);
+    test_lora_batch(8);
+    test_lora_batch(16);
     test_swiglu();
     test_xent();
     test_adamw();

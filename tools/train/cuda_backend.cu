@@ -232,6 +232,81 @@ static void lora_bwd(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh
     }
 }
 
+// The modules mods[0..n) that read the same input x (N, I): q, k, v from the
+// first norm, gate and up from the second. Their outputs are column ranges
+// col[j] (width out[j]) of y (ld ldy). Fused, x is read once for the group's
+// t = dropout(x) A^T; each module then adds its s t B^T.
+static void lora_fwd_shared(cuda_ctx *c, const int *mods, int n, bfh *y, size_t ldy, const size_t *col,
+                            const size_t *out, layer_acts *a, const bfh *x, size_t I, size_t layer, dropout_cfg drop) {
+    if (!c->lora_fused) {
+        for (int j = 0; j < n; j++)
+            if (c->l->on[mods[j]]) lora_fwd(c, y + col[j], ldy, a->t[mods[j]], x, I, out[j], layer, mods[j], drop);
+        return;
+    }
+    lora_group gr;
+    memset(&gr, 0, sizeof gr);
+    for (int j = 0; j < n; j++) {
+        int m = mods[j];
+        if (!c->l->on[m]) continue;
+        gr.w[gr.g] = lora_a(c, layer, m); gr.t[gr.g] = a->t[m]; gr.k[gr.g] = lora_mask_key(drop.key, layer, m);
+        gr.g++;
+    }
+    if (!gr.g) return;
+    mark(c, "fwd lora in");
+    k_lora_in_group(&gr, x, c->N, I, c->l->r, drop.p, c->stream);
+    mark(c, "fwd lora out");
+    lora_group gb;   // the B side: y[:, col_j] += s t_j B_j^T, one launch
+    memset(&gb, 0, sizeof gb);
+    gb.ld = ldy;
+    for (int j = 0; j < n; j++) {
+        int m = mods[j];
+        if (!c->l->on[m]) continue;
+        gb.w[gb.g] = lora_b(c, layer, m); gb.t[gb.g] = a->t[m]; gb.io[gb.g] = y + col[j]; gb.cols[gb.g] = out[j];
+        gb.g++;
+    }
+    k_lora_out_batch(&gb, c->N, c->l->r, c->l->scaling, c->stream);
+}
+
+// Backward of lora_fwd_shared: dy's column ranges col[j] (ld lddy) in, the
+// group's input gradient added into dx (N, I). Fused, dA of the group takes
+// one pass over x and dx one read-modify-write.
+static void lora_bwd_shared(cuda_ctx *c, const int *mods, int n, bfh *dx, const bfh *dy, size_t lddy,
+                            const size_t *col, const size_t *out, layer_acts *a, const bfh *x, size_t I, size_t layer,
+                            dropout_cfg drop) {
+    if (!c->lora_fused) {
+        for (int j = 0; j < n; j++)
+            if (c->l->on[mods[j]]) lora_bwd(c, dx, dy + col[j], lddy, a->t[mods[j]], x, I, out[j], layer, mods[j], drop);
+        return;
+    }
+    size_t N = c->N, r = c->l->r;
+    float s = c->l->scaling;
+    lora_group gr;
+    memset(&gr, 0, sizeof gr);
+    lora_group gb;   // the B side of each module, batched: one launch per pass
+    memset(&gb, 0, sizeof gb);
+    gb.ld = lddy;
+    for (int j = 0; j < n; j++) {
+        int m = mods[j];
+        if (!c->l->on[m]) continue;
+        bfh *dt = c->dt + (size_t)gr.g * N * r;
+        gb.w[gb.g] = lora_b(c, layer, m); gb.t[gb.g] = a->t[m]; gb.dw[gb.g] = grad_b(c, layer, m);
+        gb.io[gb.g] = (bfh *)dy + col[j]; gb.cols[gb.g] = out[j];
+        gb.g++;
+        gr.w[gr.g] = lora_a(c, layer, m); gr.t[gr.g] = dt; gr.dw[gr.g] = grad_a(c, layer, m);
+        gr.k[gr.g] = lora_mask_key(drop.key, layer, m);
+        gr.g++;
+    }
+    if (!gr.g) return;
+    mark(c, "bwd lora dB dt");
+    k_lora_db_batch(&gb, c->da_part, N, r, s, c->stream);   // dB_j += s dy_j^T t_j
+    for (int j = 0; j < gb.g; j++) gb.t[j] = gr.t[j];
+    k_lora_dt_batch(&gb, N, r, s, c->stream);               // dt_j = s dy_j B_j
+    mark(c, "bwd lora dA");
+    k_lora_da_group(&gr, c->da_part, x, N, I, r, drop.p, c->stream);   // dA += dt^T dropout(x), each module
+    mark(c, "bwd lora dx");
+    k_lora_dx_group(dx, &gr, N, I, r, drop.p, c->stream);              // dx += sum dropout'(dt A)
+}
+
 // ---- one layer ---------------------------------------------------------------
 static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *x_out, dropout_cfg drop) {
     const model_dims *d = &c->d;
@@ -244,9 +319,9 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     mark(c, "fwd gemm");
     gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f);
     size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
+    const int qkv_mods[3] = {LORA_Q, LORA_K, LORA_V};
     mark(c, "fwd lora");
-    for (int m = LORA_Q; m <= LORA_V; m++)
-        if (l->on[m]) lora_fwd(c, a->qkv + col[m], c->dqkv, a->t[m], a->ln1, C, out[m], li, m, drop);
+    lora_fwd_shared(c, qkv_mods, 3, a->qkv, c->dqkv, col, out, a, a->ln1, C, li, drop);
     mark(c, "fwd rope");
     k_rope(a->qkv, c->dqkv, 0, d->heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     k_rope(a->qkv, c->dqkv, c->qd, d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
@@ -256,8 +331,7 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     else k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
     // x_mid = x + o_proj(att): the residual add rides in the product's C input.
     mark(c, "fwd gemm");
-    CUDA_CHECK(cudaMemcpyAsync(a->x_mid, x, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
-    gemm_linear_fwd(c->gemm, a->x_mid, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd, nullptr, 1.0f, 1.0f);
+    gemm_linear_fwd_res(c->gemm, a->x_mid, x, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd);
     mark(c, "fwd lora");
     if (l->on[LORA_O]) lora_fwd(c, a->x_mid, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
     mark(c, "fwd rmsnorm");
@@ -265,13 +339,13 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     mark(c, "fwd gemm");
     gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f);
     mark(c, "fwd lora");
-    if (l->on[LORA_GATE]) lora_fwd(c, a->gu, 2 * F, a->t[LORA_GATE], a->ln2, C, F, li, LORA_GATE, drop);
-    if (l->on[LORA_UP]) lora_fwd(c, a->gu + F, 2 * F, a->t[LORA_UP], a->ln2, C, F, li, LORA_UP, drop);
+    const int gu_mods[2] = {LORA_GATE, LORA_UP};
+    const size_t gu_col[2] = {0, F}, gu_out[2] = {F, F};
+    lora_fwd_shared(c, gu_mods, 2, a->gu, 2 * F, gu_col, gu_out, a, a->ln2, C, li, drop);
     mark(c, "fwd swiglu");
     k_swiglu_fwd(c->act, a->gu, N, F, c->stream);
     mark(c, "fwd gemm");
-    CUDA_CHECK(cudaMemcpyAsync(x_out, a->x_mid, N * C * 2, cudaMemcpyDeviceToDevice, c->stream));
-    gemm_linear_fwd(c->gemm, x_out, C, c->act, F, w->w_d, F, N, C, F, nullptr, 1.0f, 1.0f);
+    gemm_linear_fwd_res(c->gemm, x_out, a->x_mid, C, c->act, F, w->w_d, F, N, C, F);
     mark(c, "fwd lora");
     if (l->on[LORA_DOWN]) lora_fwd(c, x_out, C, a->t[LORA_DOWN], c->act, F, C, li, LORA_DOWN, drop);
 }
@@ -294,8 +368,9 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     mark(c, "bwd gemm");
     gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f);
     mark(c, "bwd lora");
-    if (l->on[LORA_GATE]) lora_bwd(c, c->dln, c->dgu, 2 * F, a->t[LORA_GATE], a->ln2, C, F, li, LORA_GATE, drop);
-    if (l->on[LORA_UP]) lora_bwd(c, c->dln, c->dgu + F, 2 * F, a->t[LORA_UP], a->ln2, C, F, li, LORA_UP, drop);
+    const int gu_mods[2] = {LORA_GATE, LORA_UP};
+    const size_t gu_col[2] = {0, F}, gu_out[2] = {F, F};
+    lora_bwd_shared(c, gu_mods, 2, c->dln, c->dgu, 2 * F, gu_col, gu_out, a, a->ln2, C, li, drop);
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_mid, a->rstd2, w->ln2, N, C, 1, c->stream);
     // attention
@@ -316,9 +391,9 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     mark(c, "bwd gemm");
     gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f);
     size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
+    const int qkv_mods[3] = {LORA_Q, LORA_K, LORA_V};
     mark(c, "bwd lora");
-    for (int m = LORA_Q; m <= LORA_V; m++)
-        if (l->on[m]) lora_bwd(c, c->dln, c->dqkv_buf + col[m], c->dqkv, a->t[m], a->ln1, C, out[m], li, m, drop);
+    lora_bwd_shared(c, qkv_mods, 3, c->dln, c->dqkv_buf, c->dqkv, col, out, a, a->ln1, C, li, drop);
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
 }
@@ -901,7 +976,8 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->logit_rows = c->plan.logit_rows;
     size_t wsb = MEM_CUBLAS_WS, maxIF = std::max(std::max(C, F), c->qd);
     size_t drop_n = o->lora_dropout > 0 && !c->lora_fused ? N * maxIF : 1;
-    size_t da_n = c->lora_fused ? mem_lora_da_floats(N, r, maxIF) : 1;
+    static_assert(LORA_GMAX == MEM_LORA_GROUP, "the memory plan sizes the LoRA group scratch");
+    size_t da_n = c->lora_fused ? mem_lora_da_floats(N, r, LORA_GMAX * maxIF) : 1;
     c->work.init("workspace", c->plan.workspace);
     c->lnf = c->work.take<bfh>(N * C); c->rstdf = c->work.take<float>(N);
     c->dres = c->work.take<bfh>(N * C); c->dln = c->work.take<bfh>(N * C);
@@ -909,7 +985,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->dact = c->work.take<bfh>(N * F); c->dgu = c->work.take<bfh>(N * 2 * F); c->act = c->work.take<bfh>(N * F);
     c->drop = c->work.take<bfh>(drop_n);
     c->hc = c->work.take<bfh>(c->logit_rows * C); c->logits = c->work.take<bfh>(c->logit_rows * V);
-    c->dt = c->work.take<bfh>(N * r); c->delta = c->work.take<float>(H * N); c->row_loss = c->work.take<float>(N);
+    c->dt = c->work.take<bfh>(LORA_GMAX * N * r); c->delta = c->work.take<float>(H * N); c->row_loss = c->work.take<float>(N);
     c->loss_sum = c->work.take<float>(1);
     c->ids = c->work.take<int32_t>(N); c->pos = c->work.take<int32_t>(N); c->seq = c->work.take<int32_t>(N + 1);
     c->qblocks = c->work.take<int32_t>(2 * (2 * N + 64)); c->trow = c->work.take<int32_t>(N);
