@@ -96,13 +96,13 @@ int train_run(const train_opts *o) {
         if (o->world > 1 && o->device == DEV_CPU) die("--plan with %d replicas needs --device cuda", o->world);
         plan_free(&pl);
     }
-    if (o->world > 1 && o->device == DEV_CPU) die("data-parallel ranks need --device cuda");
     if (o->offload && o->device == DEV_CPU) {   // a plan's offload is for its GPUs; asked for by hand it is a mistake
         if (o->offload_set) die_usage("--offload is a GPU setting (use --device cuda)");
         ow.offload = 0;
     }
     if (o->offload) ow.recompute = 1;   // streaming the layers only makes sense with one activation set
-    if (o->world > 1) ow.device = DEV_CUDA;
+    // Ranks without --device run on CUDA where a GPU is present, else as CPU ranks
+    // over TCP (host_comm.h).
     size_t epochs = o->epochs ? o->epochs : train_data_epochs(data);
     if (epochs > train_data_epochs(data))
         die("%s holds %zu epoch(s) but --epochs %zu was asked; re-run pack with --epochs %zu",
@@ -189,6 +189,7 @@ int train_run(const train_opts *o) {
     for (size_t step = start; step < total; step++) {
         train_data_window(data, step, accum_rank, world, rank, epochs, &w);
         double inv = w.targets_global ? 1.0 / (double)w.targets_global : 0.0;
+        if (b->begin_step) b->begin_step(b, step + 1);
         b->zero_grads(b);
         double sum = 0.0;
         for (size_t k = 0; k < w.n_mb; k++) {
