@@ -124,6 +124,18 @@ _Noreturn static void lost(host_comm *c, int peer, io_result r, int seen_by_rank
         frame_put(f, HC_ABORT, (uint32_t)r, c->seq, (uint64_t)peer);
         for (int p = 1; p < c->world; p++)
             if (p != peer && c->fd[p] >= 0) io_full(c->fd[p], f, sizeof f, 1, now_s() + 1.0);   // best effort
+        // Read what they still send until they hang up: closing with unread
+        // bytes would reset the link and could drop the abort frame.
+        double until = now_s() + 2.0;
+        for (int p = 1; p < c->world; p++) {
+            if (p == peer || c->fd[p] < 0) continue;
+            shutdown(c->fd[p], SHUT_WR);
+            unsigned char sink[4096];
+            while (io_full(c->fd[p], sink, 1, 0, until) == IO_OK) {
+                ssize_t k = recv(c->fd[p], sink, sizeof sink, MSG_DONTWAIT);
+                (void)k;
+            }
+        }
         die("rank 0: lost rank %d (%s) during %s; the newest complete checkpoint in %s is intact (continue with "
             "--resume, on any number of ranks)", peer, io_why(r, c->timeout, why, sizeof why), during, c->out_dir);
     }
@@ -208,10 +220,12 @@ static void hello_check(const hello *mine, const hello *h, const unsigned char *
     else if (seen && seen[h->rank])
         snprintf(why, n, "another process already joined as rank %u", h->rank);
     else if (h->arena_floats != mine->arena_floats || strcmp(h->settings, mine->settings)) {
-        settings_diff(h->settings, (int)h->rank, mine->settings, (int)mine->rank, d, sizeof d);
-        snprintf(why, n, "its LoRA gradient arena has %llu floats, %llu here; %s (every rank needs the same model, "
-                 "data and training options)", (unsigned long long)h->arena_floats,
-                 (unsigned long long)mine->arena_floats, d);
+        // Lower rank first, so that both ends of the refusal print the same words.
+        const hello *lo = h->rank < mine->rank ? h : mine, *hi = lo == h ? mine : h;
+        settings_diff(lo->settings, (int)lo->rank, hi->settings, (int)hi->rank, d, sizeof d);
+        snprintf(why, n, "the LoRA gradient arena has %llu floats on rank %u, %llu on rank %u; %s (every rank needs "
+                 "the same model and training options)", (unsigned long long)lo->arena_floats, lo->rank,
+                 (unsigned long long)hi->arena_floats, hi->rank, d);
     }
 }
 
@@ -415,7 +429,10 @@ static void allreduce(host_comm *c, void *v, size_t n, uint32_t kind, const char
             (r = io_full(c->fd[0], v, bytes, 1, deadline)) != IO_OK ||
             (r = io_full(c->fd[0], got, sizeof got, 0, deadline)) != IO_OK)
             lost(c, 0, r, 0, what);
-        if (get_u32(got) == HC_ABORT) lost(c, (int)get_u64(got + 16), (io_result)get_u32(got + 4), 1, what);
+        if (get_u32(got) == HC_ABORT) {
+            uint32_t why = get_u32(got + 4);
+            lost(c, (int)get_u64(got + 16), why > IO_ERROR ? IO_ERROR : (io_result)why, 1, what);
+        }
         if (memcmp(frame, got, sizeof frame)) die("rank %d: rank 0 answered another collective during %s", c->rank, what);
         if ((r = io_full(c->fd[0], v, bytes, 0, deadline)) != IO_OK) lost(c, 0, r, 0, what);
         c->seq++;
