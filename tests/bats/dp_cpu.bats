@@ -14,7 +14,8 @@
 # micro-batches per step): 9 steps: loss 1.5e-8 and grad norm 1.2e-7 relative,
 # adapter 3.0e-8 absolute; 180 steps: 6.4e-8, 3.7e-7 and 1.7e-7. The bars (loss
 # 1e-6 and grad norm 1e-5 relative, adapter 1e-6 absolute) leave a margin of 6x or
-# more and are far below what one missing rank's gradient changes (1e-2 at step 2).
+# more and are far below what one missing rank's gradient changes (measured:
+# the grad norm by 30% at step 1, the loss by 2.3e-4 relative at step 3).
 load helpers
 
 GOLD="$FIX/train"
