@@ -235,3 +235,16 @@ same_steps() {  # metrics_a metrics_b
     [ "$STATUS" = "0=1 1=1" ] || { cat "$T"/err.*; false; }
     grep -q "world size 4 there, 2 here" "$T/err.0"
 }
+
+@test "dp_cpu: --resume refuses ranks that found different checkpoints in their own --out" {
+    pack_dp "$T/u.pack" 3
+    run_torchrun "$T/x" "$T/u.pack" --interrupt-after 2
+    [ "$STATUS" = "0=130 1=130 2=130 3=130" ] || { cat "$T"/x/err.*; false; }
+    [ -d "$T/x/a/out/checkpoint-2" ] && [ ! -e "$T/x/b/out/checkpoint-2" ]
+    run_torchrun "$T/x" "$T/u.pack" --resume
+    [ "$STATUS" = "0=1 1=1 2=1 3=1" ] || { cat "$T"/x/err.*; false; }
+    grep -q "rank 2 starts at step 0 and rank 0 at step 2: --resume reads the newest checkpoint in each rank's own --out" "$T/x/err.0" \
+        || { cat "$T/x/err.0"; false; }
+    [ "$(grep -c "" "$T/x/err.0")" -eq 2 ]   # "resuming from ...", then the refusal
+    [ -d "$T/x/a/out/checkpoint-2" ] && no_leftovers "$T/x/a/out"
+}

@@ -25,6 +25,7 @@ typedef struct {
     size_t *tensor_off;        // (n_tensors + 1) arena offsets of each LoRA tensor
     size_t act_bytes;
     host_comm *comm;           // data-parallel ranks; NULL on one rank
+    size_t step;               // the optimizer step under way (1-based; 0 before the first)
 } cpu_ctx;
 
 static const float *load(cpu_ctx *c, const hf_model *hm, const char *name) {
@@ -73,6 +74,7 @@ static double eval_loss(backend *b, const micro_batch *mb) {
 
 static void begin_step(backend *b, size_t step) {
     cpu_ctx *c = b->ctx;
+    c->step = step;
     if (c->comm) host_comm_set_step(c->comm, step);
 }
 
@@ -83,7 +85,8 @@ static void reduce_grads(backend *b) {
 
 static void allreduce(backend *b, double *v, size_t n) {
     cpu_ctx *c = b->ctx;
-    if (c->comm) host_comm_allreduce_f64(c->comm, v, n, "the loss all-reduce");
+    // Before the first step the loop only checks that the ranks agree on where to start.
+    if (c->comm) host_comm_allreduce_f64(c->comm, v, n, c->step ? "the loss all-reduce" : "the start-up check of the resume step");
 }
 
 static double grad_norm(backend *b) {

@@ -163,6 +163,20 @@ int train_run(const train_opts *o) {
         b->set_state(b, st.params, NULL, NULL);
     }
     adapter_init_free(&init);
+    if (world > 1) {
+        // Each rank reads --resume's checkpoint from its own --out: ranks that
+        // found different ones (a host without the shared folder) would train
+        // different steps together.
+        double *at = xcalloc(world, sizeof *at);
+        at[rank] = (double)start;
+        b->allreduce(b, at, world);
+        for (size_t r = 1; r < world; r++)
+            if (at[r] != at[0])
+                die("rank %zu: rank %zu starts at step %.0f and rank 0 at step %.0f: --resume reads the newest "
+                    "checkpoint in each rank's own --out (give every rank the same folder, or copy rank 0's "
+                    "newest checkpoint-N into the others')", rank, r, at[r], at[0]);
+        free(at);
+    }
 
     metrics mt;
     memset(&mt, 0, sizeof mt);
