@@ -153,6 +153,23 @@ same_steps() {  # metrics_a metrics_b
     [[ "$output" == *"--ranks starts CPU ranks"* ]]
 }
 
+@test "dp_cpu: SIGTERM to train --ranks 2 writes a checkpoint on every rank's step; one rank resumes it" {
+    pack_dp "$T/long.pack" 60
+    args=(--data "$T/long.pack" --save-steps 0)
+    "$BIN/train" "${ARGS[@]}" "${args[@]}" --out "$T/full"
+    "$BIN/train" "${ARGS[@]}" "${args[@]}" --out "$T/cut" --ranks 2 2>"$T/err" & pid=$!
+    for _ in $(seq 1000); do [ -s "$T/cut/metrics.jsonl" ] && break; sleep 0.01; done
+    kill -TERM $pid
+    st=0; wait $pid || st=$?
+    [ "$st" -eq 143 ] || { [ -e "$T/cut/adapter_model.safetensors" ] && skip "the run finished before the signal"; cat "$T/err"; false; }
+    ls "$T/cut" | grep -q '^checkpoint-' || { cat "$T/err"; false; }
+    grep -q "interrupted by SIGTERM" "$T/err"
+    [ -z "$(ls -A "$T/cut" | grep rendezvous)" ]
+    "$BIN/train" "${ARGS[@]}" "${args[@]}" --out "$T/cut" --resume
+    same_steps "$T/cut/metrics.jsonl" "$T/full/metrics.jsonl"
+    "$DIFF" "$T/cut/adapter_model.safetensors" "$T/full/adapter_model.safetensors" --atol 1e-6
+}
+
 @test "dp_cpu: a rank killed mid-run stops the others with one line; --resume on 2 ranks matches an uninterrupted run" {
     pack_dp "$T/long.pack" 60
     args=(--data "$T/long.pack" --save-steps 10 --save-total-limit 0)

@@ -116,7 +116,9 @@ static void frame_put(unsigned char *f, uint32_t kind, uint32_t arg, uint64_t se
 // lost (an abort frame), so that every surviving rank names the same culprit
 // instead of "lost rank 0".
 _Noreturn static void lost(host_comm *c, int peer, io_result r, int seen_by_rank0, const char *what) {
-    char why[256], during[128];
+    char buf[256], during[128];
+    // Before other calls change errno; rank 0's errno does not travel in an abort frame.
+    const char *why = seen_by_rank0 && r == IO_ERROR ? "a socket error" : io_why(r, c->timeout, buf, sizeof buf);
     if (c->step) snprintf(during, sizeof during, "%s of step %zu", what, c->step);
     else snprintf(during, sizeof during, "%s", what);
     if (c->rank == 0) {
@@ -137,11 +139,10 @@ _Noreturn static void lost(host_comm *c, int peer, io_result r, int seen_by_rank
             }
         }
         die("rank 0: lost rank %d (%s) during %s; the newest complete checkpoint in %s is intact (continue with "
-            "--resume, on any number of ranks)", peer, io_why(r, c->timeout, why, sizeof why), during, c->out_dir);
+            "--resume, on any number of ranks)", peer, why, during, c->out_dir);
     }
     die("rank %d: lost rank %d (%s%s) during %s; rank 0's newest complete checkpoint is intact (continue with "
-        "--resume, on any number of ranks)", c->rank, peer, io_why(r, c->timeout, why, sizeof why),
-        seen_by_rank0 ? ", seen by rank 0" : "", during);
+        "--resume, on any number of ranks)", c->rank, peer, why, seen_by_rank0 ? ", seen by rank 0" : "", during);
 }
 
 static void link_setup(int fd) {
