@@ -101,8 +101,6 @@ int train_run(const train_opts *o) {
         ow.offload = 0;
     }
     if (o->offload) ow.recompute = 1;   // streaming the layers only makes sense with one activation set
-    // Ranks without --device run on CUDA where a GPU is present, else as CPU ranks
-    // over TCP (host_comm.h).
     size_t epochs = o->epochs ? o->epochs : train_data_epochs(data);
     if (epochs > train_data_epochs(data))
         die("%s holds %zu epoch(s) but --epochs %zu was asked; re-run pack with --epochs %zu",
@@ -140,6 +138,8 @@ int train_run(const train_opts *o) {
         if (el > max_len) max_len = el;
     }
     backend *b = NULL;
+    // Data-parallel ranks too: without --device they run on CUDA where a GPU is
+    // present, else as CPU ranks whose collectives go over TCP (host_comm.h).
     int want_cuda = o->device == DEV_CUDA || (o->device == DEV_AUTO && cuda_available());
     if (want_cuda) b = cuda_backend_create(o, &dims, &model, &l, &oc, max_tokens, max_len);
     else b = cpu_backend_create(o, &dims, &model, &l, &oc, max_tokens, max_len);

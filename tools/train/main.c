@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
             char v[32];
             snprintf(v, sizeof v, "%ld", cores / ranks > 1 ? cores / ranks : 1);
             setenv("OMP_NUM_THREADS", v, 1);
-            setenv("OPENBLAS_NUM_THREADS", "1", 0);
+            setenv("OPENBLAS_NUM_THREADS", v, 0);   // its own pool, sized to all cores otherwise
         }
         // The ranks reach rank 0 on this host, whatever its name resolves to.
         setenv("LORAPIPE_COMM_ADDR", "127.0.0.1", 1);
