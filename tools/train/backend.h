@@ -23,6 +23,8 @@ struct backend {
     // Copy parameters and moments to host arrays (any may be NULL).
     void (*get_state)(backend *b, float *params, float *m, float *v);
     void (*zero_grads)(backend *b);
+    // The 1-based optimizer step about to run, for error messages (may be NULL).
+    void (*begin_step)(backend *b, size_t step);
     // Copy the gradient arena to the host (debugging and tests).
     void (*get_grads)(backend *b, float *grads);
     // Forward + backward of one micro-batch; gradients scaled by inv_n are

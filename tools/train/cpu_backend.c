@@ -1,7 +1,9 @@
 // tools/train/cpu_backend.c: the CPU reference backend. Frozen weights are
 // converted once to fp32 (one arena); LoRA parameters, gradients and AdamW
-// moments are four fp32 arenas of the lib/lora.h layout.
+// moments are four fp32 arenas of the lib/lora.h layout. Data-parallel CPU
+// ranks sum their gradients through host_comm (TCP, rank 0 in the middle).
 #include "train.h"
+#include "host_comm.h"
 #include "arena.h"
 #include "check.h"
 #include "gemm.h"
@@ -22,6 +24,8 @@ typedef struct {
     float *params, *grads, *mom1, *mom2;
     size_t *tensor_off;        // (n_tensors + 1) arena offsets of each LoRA tensor
     size_t act_bytes;
+    host_comm *comm;           // data-parallel ranks; NULL on one rank
+    size_t step;               // the optimizer step under way (1-based; 0 before the first)
 } cpu_ctx;
 
 static const float *load(cpu_ctx *c, const hf_model *hm, const char *name) {
@@ -68,8 +72,22 @@ static double eval_loss(backend *b, const micro_batch *mb) {
     return cpu_forward_loss(&c->m, c->l, c->params, mb);
 }
 
-static void reduce_grads(backend *b) { (void)b; }
-static void allreduce(backend *b, double *v, size_t n) { (void)b; (void)v; (void)n; }
+static void begin_step(backend *b, size_t step) {
+    cpu_ctx *c = b->ctx;
+    c->step = step;
+    if (c->comm) host_comm_set_step(c->comm, step);
+}
+
+static void reduce_grads(backend *b) {
+    cpu_ctx *c = b->ctx;
+    if (c->comm) host_comm_allreduce_f32(c->comm, c->grads, c->l->n_params, "the gradient all-reduce");
+}
+
+static void allreduce(backend *b, double *v, size_t n) {
+    cpu_ctx *c = b->ctx;
+    // Before the first step the loop only checks that the ranks agree on where to start.
+    if (c->comm) host_comm_allreduce_f64(c->comm, v, n, c->step ? "the loss all-reduce" : "the start-up check of the resume step");
+}
 
 static double grad_norm(backend *b) {
     cpu_ctx *c = b->ctx;
@@ -96,6 +114,7 @@ static void report(backend *b) {
 
 static void destroy(backend *b) {
     cpu_ctx *c = b->ctx;
+    host_comm_close(c->comm);
     arena_free(&c->weights);
     arena_free(&c->lora);
     cpu_model_release();
@@ -106,9 +125,23 @@ static void destroy(backend *b) {
     free(b);
 }
 
+// What every rank must share for a sum of their gradients to mean anything: the
+// model's shape, the LoRA layout and the optimiser (the step count stands for the
+// data and accum; data paths may differ between hosts).
+static void comm_settings(char *buf, size_t n, const train_opts *o, const model_dims *d, const lora_layout *l,
+                          const optim_cfg *oc) {
+    char tg[128] = "";
+    for (int m = 0; m < LORA_NMOD; m++)
+        if (l->on[m]) { strcat(tg, tg[0] ? "," : ""); strcat(tg, lora_module_name(m)); }
+    snprintf(buf, n, "model=L%zu/H%zu/F%zu/V%zu/heads%zu:%zu/tied%d lora-r=%zu lora-alpha=%g rslora=%d target=%s "
+             "lora-dropout=%g lr=%g schedule=%s warmup=%zu steps=%zu weight-decay=%g max-grad-norm=%g betas=%g,%g "
+             "eps=%g seed=%u", d->layers, d->hidden, d->inter, d->vocab, d->heads, d->kv_heads, d->tied, l->r,
+             l->alpha, l->rslora, tg, o->lora_dropout, oc->lr, sched_name(oc->sched), oc->warmup_steps,
+             oc->total_steps, oc->weight_decay, oc->max_grad_norm, oc->beta1, oc->beta2, oc->eps, o->seed);
+}
+
 backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void *model, const lora_layout *l,
                             const optim_cfg *oc, size_t max_tokens, size_t max_len) {
-    (void)o;
     const hf_model *hm = model;
     cpu_ctx *c = xcalloc(1, sizeof *c);
     c->l = l;
@@ -142,9 +175,18 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
     c->mom2 = arena_floats(&c->lora, l->n_params);
     c->tensor_off = lora_tensor_offsets(l);
     c->act_bytes = cpu_activation_bytes(d, l, max_tokens, max_len);
+    if (o->world > 1) {
+        char settings[1024];
+        comm_settings(settings, sizeof settings, o, d, l, oc);
+        host_comm_cfg hc = {.rank = o->rank, .world = o->world, .rdzv_file = o->rdzv_file,
+                            .master_addr = o->master_addr, .master_port = o->master_port,
+                            .arena_floats = l->n_params, .settings = settings, .out_dir = o->out_dir};
+        c->comm = host_comm_open(&hc);
+    }
     backend *b = xcalloc(1, sizeof *b);
     *b = (backend){.name = "cpu", .ctx = c, .set_state = set_state, .get_state = get_state, .zero_grads = zero_grads, .get_grads = get_grads,
-                   .micro_step = micro_step, .eval_loss = eval_loss, .reduce_grads = reduce_grads, .allreduce = allreduce,
+                   .micro_step = micro_step, .eval_loss = eval_loss, .begin_step = begin_step, .reduce_grads = reduce_grads,
+                   .allreduce = allreduce,
                    .grad_norm = grad_norm, .adamw = adamw, .report = report, .destroy = destroy};
     return b;
 }

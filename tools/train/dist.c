@@ -211,7 +211,7 @@ int dist_launch(int world, char **argv, const char *out_dir) {
     free(pid);
     if (failed_rank >= 0) {
         warn("rank %d of %d failed (%s %d); the other ranks were stopped; the newest complete checkpoint in %s "
-             "is intact (continue with --resume, on any number of GPUs)", failed_rank, world,
+             "is intact (continue with --resume, on any number of GPUs or ranks)", failed_rank, world,
              failed_status > 128 ? "signal" : "exit status", failed_status > 128 ? failed_status - 128 : failed_status,
              out_dir);
         return 1;

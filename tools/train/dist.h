@@ -2,13 +2,16 @@
 // ranks find each other, and the launcher that starts one process per GPU.
 //
 // Three ways to be started:
-//   - by ourselves: train --plan with R replicas and no rank variables forks R
-//     copies of itself (LORAPIPE_RANK / _WORLD / _LOCAL_RANK / _RDZV set), waits
-//     for them, forwards SIGINT/SIGTERM, and stops them all when one fails;
+//   - by ourselves: train --plan with R replicas (or --ranks N, CPU ranks) and no
+//     rank variables forks R copies of itself (LORAPIPE_RANK / _WORLD /
+//     _LOCAL_RANK / _RDZV set), waits for them, forwards SIGINT/SIGTERM, and
+//     stops them all when one fails;
 //   - by a launcher, torchrun-style: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 //     MASTER_PORT; the NCCL id travels over TCP from rank 0;
 //   - by Slurm: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, with MASTER_ADDR /
 //     MASTER_PORT or --rendezvous FILE (a path every rank can read).
+// The CUDA backend passes the NCCL id through dist_exchange; CPU ranks use the
+// same addresses for their own TCP collectives (host_comm.h).
 #ifndef LORAPIPE_DIST_H
 #define LORAPIPE_DIST_H
 #include <stddef.h>

@@ -96,13 +96,11 @@ int train_run(const train_opts *o) {
         if (o->world > 1 && o->device == DEV_CPU) die("--plan with %d replicas needs --device cuda", o->world);
         plan_free(&pl);
     }
-    if (o->world > 1 && o->device == DEV_CPU) die("data-parallel ranks need --device cuda");
     if (o->offload && o->device == DEV_CPU) {   // a plan's offload is for its GPUs; asked for by hand it is a mistake
         if (o->offload_set) die_usage("--offload is a GPU setting (use --device cuda)");
         ow.offload = 0;
     }
     if (o->offload) ow.recompute = 1;   // streaming the layers only makes sense with one activation set
-    if (o->world > 1) ow.device = DEV_CUDA;
     size_t epochs = o->epochs ? o->epochs : train_data_epochs(data);
     if (epochs > train_data_epochs(data))
         die("%s holds %zu epoch(s) but --epochs %zu was asked; re-run pack with --epochs %zu",
@@ -140,6 +138,8 @@ int train_run(const train_opts *o) {
         if (el > max_len) max_len = el;
     }
     backend *b = NULL;
+    // Data-parallel ranks too: without --device they run on CUDA where a GPU is
+    // present, else as CPU ranks whose collectives go over TCP (host_comm.h).
     int want_cuda = o->device == DEV_CUDA || (o->device == DEV_AUTO && cuda_available());
     if (want_cuda) b = cuda_backend_create(o, &dims, &model, &l, &oc, max_tokens, max_len);
     else b = cpu_backend_create(o, &dims, &model, &l, &oc, max_tokens, max_len);
@@ -163,6 +163,20 @@ int train_run(const train_opts *o) {
         b->set_state(b, st.params, NULL, NULL);
     }
     adapter_init_free(&init);
+    if (world > 1) {
+        // Each rank reads --resume's checkpoint from its own --out: ranks that
+        // found different ones (a host without the shared folder) would train
+        // different steps together.
+        double *at = xcalloc(world, sizeof *at);
+        at[rank] = (double)start;
+        b->allreduce(b, at, world);
+        for (size_t r = 1; r < world; r++)
+            if (at[r] != at[0])
+                die("rank %zu: rank %zu starts at step %.0f and rank 0 at step %.0f: --resume reads the newest "
+                    "checkpoint in each rank's own --out (give every rank the same folder, or copy rank 0's "
+                    "newest checkpoint-N into the others')", rank, r, at[r], at[0]);
+        free(at);
+    }
 
     metrics mt;
     memset(&mt, 0, sizeof mt);
@@ -189,6 +203,7 @@ int train_run(const train_opts *o) {
     for (size_t step = start; step < total; step++) {
         train_data_window(data, step, accum_rank, world, rank, epochs, &w);
         double inv = w.targets_global ? 1.0 / (double)w.targets_global : 0.0;
+        if (b->begin_step) b->begin_step(b, step + 1);
         b->zero_grads(b);
         double sum = 0.0;
         for (size_t k = 0; k < w.n_mb; k++) {

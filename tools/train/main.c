@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -38,6 +39,11 @@ static void usage(FILE *f) {
 "  --plan FILE            placement from shard-plan: with R replicas, train starts one\n"
 "                         process per GPU on this host (or joins a launcher's: RANK,\n"
 "                         WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or Slurm's)\n"
+"  --ranks N              CPU data parallelism on this host: train starts N --device cpu\n"
+"                         processes that sum their gradients over TCP through rank 0\n"
+"                         (launchers start CPU ranks themselves: RANK/WORLD_SIZE/MASTER_ADDR/\n"
+"                         MASTER_PORT or Slurm's variables, with --device cpu; the wait for\n"
+"                         a silent rank is LORAPIPE_COMM_TIMEOUT seconds, default 600)\n"
 "  --rendezvous FILE      multi-host start without MASTER_ADDR: a path all ranks can read\n"
 "  --threads N            CPU threads (default: all cores)\n"
 "  --recompute            CUDA: recompute each layer's activations in the backward pass\n"
@@ -98,9 +104,10 @@ int main(int argc, char **argv) {
     o.schedule = SCHED_COSINE; o.max_steps = -1; o.seed = 42;
     o.save_steps = 100; o.save_total_limit = 2; o.interrupt_after = -1;
     const char *targets = "q_proj,k_proj,v_proj,o_proj";
+    int ranks = 0;   // --ranks: CPU ranks this process starts
     enum { O_MODEL = 256, O_DATA, O_OUT, O_DEVICE, O_PLAN, O_R, O_ALPHA, O_DROPOUT, O_TARGET, O_LR, O_EPOCHS,
            O_ACCUM, O_WR, O_WS, O_SCHED, O_WD, O_CLIP, O_SEED, O_RESUME, O_INIT, O_EVAL, O_EVAL_STEPS,
-           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_OFFLOAD, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_HELP };
+           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_OFFLOAD, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_RANKS, O_HELP };
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL}, {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"device", 1, 0, O_DEVICE},
         {"plan", 1, 0, O_PLAN}, {"lora-r", 1, 0, O_R}, {"lora-alpha", 1, 0, O_ALPHA},
@@ -113,7 +120,7 @@ int main(int argc, char **argv) {
         {"threads", 1, 0, O_THREADS}, {"rslora", 0, 0, O_RSLORA}, {"adam-beta1", 1, 0, O_B1},
         {"adam-beta2", 1, 0, O_B2}, {"adam-eps", 1, 0, O_EPS}, {"quiet", 0, 0, O_QUIET},
         {"recompute", 0, 0, O_RECOMPUTE}, {"offload", 0, 0, O_OFFLOAD}, {"debug-grads", 1, 0, O_DEBUG_GRADS},
-        {"interrupt-after", 1, 0, O_INTERRUPT}, {"rendezvous", 1, 0, O_RDZV}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"interrupt-after", 1, 0, O_INTERRUPT}, {"rendezvous", 1, 0, O_RDZV}, {"ranks", 1, 0, O_RANKS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -166,6 +173,7 @@ int main(int argc, char **argv) {
         case O_DEBUG_GRADS: o.debug_grads = optarg; break;
         case O_INTERRUPT: o.interrupt_after = parse_long("--interrupt-after", optarg, 1); break;
         case O_RDZV: o.rendezvous = optarg; break;
+        case O_RANKS: ranks = (int)parse_long("--ranks", optarg, 1); break;
         case O_HELP: usage(stdout); return 0;
         default: die_usage("unknown option");
         }
@@ -176,6 +184,12 @@ int main(int argc, char **argv) {
     if (!o.out_dir) die_usage("--out DIR is required");
     char err[256];
     if (lora_parse_targets(targets, o.targets, err, sizeof err)) die_usage("--target: %s", err);
+    if (ranks) {
+        if (o.device == DEV_CUDA) die_usage("--ranks starts CPU ranks; for GPUs use --plan (shard-plan)");
+        if (o.plan_path) die_usage("--ranks and --plan both say how many ranks to start; give one");
+        if (ranks > 1024) die_usage("--ranks: at most 1024 ranks, got %d", ranks);
+        o.device = DEV_CPU;
+    }
     if (o.eval_path && !o.eval_steps) o.eval_steps = (size_t)-1 / 2;   // only at the end
 #ifdef _OPENMP
     if (o.threads) omp_set_num_threads(o.threads);
@@ -191,6 +205,22 @@ int main(int argc, char **argv) {
         plan_free(&pl);
         // Several replicas: become the launcher of one process per GPU.
         if (replicas > 1) return dist_launch((int)replicas, argv, o.out_dir);
+    }
+    if (ranks && di.launched && di.world != ranks)
+        die_usage("--ranks %d, but a launcher started this process as rank %d of %d (leave --ranks out under a "
+                  "launcher)", ranks, di.rank, di.world);
+    if (ranks > 1 && !di.launched) {
+        // N busy processes on the cores of one host: share them unless told otherwise.
+        if (!o.threads && !getenv("OMP_NUM_THREADS")) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            char v[32];
+            snprintf(v, sizeof v, "%ld", cores / ranks > 1 ? cores / ranks : 1);
+            setenv("OMP_NUM_THREADS", v, 1);
+            setenv("OPENBLAS_NUM_THREADS", v, 0);   // its own pool, sized to all cores otherwise
+        }
+        // The ranks reach rank 0 on this host, whatever its name resolves to.
+        setenv("LORAPIPE_COMM_ADDR", "127.0.0.1", 1);
+        return dist_launch(ranks, argv, o.out_dir);
     }
     o.rank = di.rank;
     o.world = di.world;
