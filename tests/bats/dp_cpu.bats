@@ -265,3 +265,12 @@ same_steps() {  # metrics_a metrics_b
     [ "$(grep -c "" "$T/x/err.0")" -eq 2 ]   # "resuming from ...", then the refusal
     [ -d "$T/x/a/out/checkpoint-2" ] && no_leftovers "$T/x/a/out"
 }
+
+@test "dp_cpu: with dropout, two ranks draw the masks one rank draws (the same curve)" {
+    # The mask key names the micro-batch's place in the global window, not in the rank's share.
+    pack_dp "$T/u.pack" 1
+    "$BIN/train" "${ARGS[@]}" --lora-dropout 0.1 --data "$T/u.pack" --out "$T/one"
+    "$BIN/train" "${ARGS[@]}" --lora-dropout 0.1 --ranks 2 --data "$T/u.pack" --out "$T/two"
+    same_steps "$T/two/metrics.jsonl" "$T/one/metrics.jsonl"
+    "$DIFF" "$T/two/adapter_model.safetensors" "$T/one/adapter_model.safetensors" --atol 1e-6
+}

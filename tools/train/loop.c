@@ -207,7 +207,11 @@ int train_run(const train_opts *o) {
         b->zero_grads(b);
         double sum = 0.0;
         for (size_t k = 0; k < w.n_mb; k++) {
-            dropout_cfg drop = {(float)o->lora_dropout, ((uint64_t)o->seed << 40) ^ ((uint64_t)step << 8) ^ k};
+            // The key names the micro-batch's place in the global window (slot k of
+            // rank r is micro-batch k * world + r, as the pack schedule deals them),
+            // so that N ranks draw the masks one rank draws: the same curve with dropout.
+            uint64_t j = (uint64_t)k * world + rank;
+            dropout_cfg drop = {(float)o->lora_dropout, ((uint64_t)o->seed << 40) ^ ((uint64_t)step << 8) ^ j};
             if (w.mb[k].n_tok) sum += b->micro_step(b, &w.mb[k], (float)inv, drop);
         }
         b->reduce_grads(b);
