@@ -55,9 +55,35 @@ __device__ __forceinline__ float2 wpair(const bf16 *W, size_t I, int q, size_t i
     return __bfloat1622float2(*(const __nv_bfloat162 *)(W + (size_t)q * I + i));
 }
 
+// All R weights of column pair (i, i+1) at once: w[q] = wpair(W, I, q, i).
+// With BT the two rows of B are 2R contiguous bf16, read as 16-byte vectors
+// when R is a multiple of 8 (one load where R scalar loads were).
+template <int R, bool BT>
+__device__ __forceinline__ void wpairs(float2 *w, const bf16 *W, size_t I, size_t i) {
+    if constexpr (BT && R % 8 == 0) {
+        const uint4 *p0 = (const uint4 *)(W + i * R), *p1 = (const uint4 *)(W + (i + 1) * R);
+        #pragma unroll
+        for (int v = 0; v < R / 8; v++) {
+            uint4 a = p0[v], b = p1[v];
+            const __nv_bfloat162 *ha = (const __nv_bfloat162 *)&a, *hb = (const __nv_bfloat162 *)&b;
+            #pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 fa = __bfloat1622float2(ha[e]), fb = __bfloat1622float2(hb[e]);
+                w[v * 8 + 2 * e] = make_float2(fa.x, fb.x);
+                w[v * 8 + 2 * e + 1] = make_float2(fa.y, fb.y);
+            }
+        }
+    } else {
+        #pragma unroll
+        for (int q = 0; q < R; q++) w[q] = wpair<R, BT>(W, I, q, i);
+    }
+}
+
 // Rows per block of the input kernel: as many as the registers allow (each
 // thread keeps ROWS x G x R partial sums), so that W is read once per ROWS rows.
-template <int R, int G> struct in_rows { static const int v = G * R <= 16 ? 4 : (G * R <= 32 ? 2 : 1); };
+template <int R, int G> struct in_rows {
+    static const int v = G * R <= 8 ? 8 : G * R <= 16 ? 4 : (G * R <= 32 ? 2 : 1);
+};
 
 // t[g] (N, R) = out_scale * (mask_g * x) W[g]^T for every g, x (N, I) with row
 // stride ldx, W[g] an (R, I) view (wpair). A block of 256 threads owns ROWS
@@ -84,9 +110,7 @@ __global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t 
     for (size_t i = 2 * threadIdx.x; i < I; i += 2 * blockDim.x) {
         float2 av[G][R];
         #pragma unroll
-        for (int g = 0; g < G; g++)
-            #pragma unroll
-            for (int q = 0; q < R; q++) av[g][q] = wpair<R, BT>(p.W[z + g], I, q, i);
+        for (int g = 0; g < G; g++) wpairs<R, BT>(av[g], p.W[z + g], I, i);
         #pragma unroll
         for (int a = 0; a < ROWS; a++) {
             if (a >= nr) break;
@@ -211,9 +235,7 @@ __global__ void lora_dx_kernel(size_t ldd, lgk p, size_t N, float pd, float scal
     for (size_t i = 2 * (blockIdx.x * (size_t)blockDim.x + threadIdx.x); i < I; i += 2 * (size_t)gridDim.x * blockDim.x) {
         float2 a[G][R];
         #pragma unroll
-        for (int g = 0; g < G; g++)
-            #pragma unroll
-            for (int q = 0; q < R; q++) a[g][q] = wpair<R, BT>(p.W[z + g], I, q, i);
+        for (int g = 0; g < G; g++) wpairs<R, BT>(a[g], p.W[z + g], I, i);
         for (int rr = 0; rr < nr; rr++) {
             size_t n = n0 + rr;
             float s0 = 0.0f, s1 = 0.0f;
@@ -340,7 +362,12 @@ extern "C" void k_lora_dx_group(bf16_t *dx, const lora_group *gr, size_t N, size
 
 // B side, batched: gr->w are the B (O_j, r), gr->io the y or dy column blocks
 // (row stride gr->ld), gr->cols the O_j.
-static lgk to_lgk_b(const lora_group *gr) {
+static lgk to_lgk_b(const lora_group *gr, size_t r) {
+    // wpairs reads B's rows as 16-byte vectors when r is a multiple of 8; the
+    // LoRA arena's offsets are multiples of r, so this holds for our buffers.
+    for (int g = 0; g < gr->g; g++)
+        if (r % 8 == 0 && gr->w[g] && ((uintptr_t)gr->w[g] & 15))
+            die_at(__FILE__, __LINE__, "lora B-side kernels: B at %p is not 16-byte aligned", (const void *)gr->w[g]);
     lgk k = to_lgk(gr);
     for (int g = 0; g < gr->g; g++) { k.x[g] = (const bf16 *)gr->io[g]; k.cols[g] = gr->cols[g]; }
     return k;
@@ -348,17 +375,17 @@ static lgk to_lgk_b(const lora_group *gr) {
 
 extern "C" void k_lora_out_batch(const lora_group *gr, size_t N, size_t r, float sc, cudaStream_t s) {
     if (!gr->g) return;
-    launch_dx(to_lgk_b(gr), 1, gr->g, gr->ld, 1, N, r, 0.0f, sc, s);
+    launch_dx(to_lgk_b(gr, r), 1, gr->g, gr->ld, 1, N, r, 0.0f, sc, s);
 }
 
 extern "C" void k_lora_dt_batch(const lora_group *gr, size_t N, size_t r, float sc, cudaStream_t s) {
     if (!gr->g) return;
-    launch_in(to_lgk_b(gr), 1, gr->g, gr->ld, 1, N, r, 0.0f, sc, s);
+    launch_in(to_lgk_b(gr, r), 1, gr->g, gr->ld, 1, N, r, 0.0f, sc, s);
 }
 
 extern "C" void k_lora_db_batch(const lora_group *gr, float *part, size_t N, size_t r, float sc, cudaStream_t s) {
     if (!gr->g) return;
-    launch_da(to_lgk_b(gr), 1, gr->g, part, gr->ld, N, r, 0.0f, sc, 1, s);
+    launch_da(to_lgk_b(gr, r), 1, gr->g, part, gr->ld, N, r, 0.0f, sc, 1, s);
 }
 
 static lora_group one(const bf16_t *w, bf16_t *t, float *dw, uint64_t k) {

@@ -61,7 +61,8 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
     size_t sets = in->recompute ? 1 : L;
     m->activations = arena_round((L + 1) * N * C * BF) +
                      sets * (arena_round(N * C * BF) + arena_round(N * dqkv * BF) + arena_round(N * qd * BF) +
-                             2 * arena_round(N * C * BF) + arena_round(N * 2 * F * BF) + 2 * arena_round(N * F4) +
+                             2 * arena_round(N * C * BF) + arena_round(N * 2 * F * BF) + arena_round(N * F * BF) +
+                             2 * arena_round(N * F4) +
                              arena_round(H * N * F4) + nmods * arena_round(N * r * BF));
 
     // Workspace: norms, gradients of the residual stream, q/k/v and MLP, the logits chunk, index arrays.
@@ -71,7 +72,7 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
     // The fused dA / dB scratch holds partial sums for a whole group (q, k, v) at once.
     size_t da_n = in->lora_fused ? mem_lora_da_floats(N, r, MEM_LORA_GROUP * maxIF) : 1;
     m->workspace = arena_round(N * C * BF) + arena_round(N * F4) + 2 * arena_round(N * C * BF) +
-                   arena_round(N * dqkv * BF) + arena_round(N * qd * BF) + 2 * arena_round(N * F * BF) +
+                   arena_round(N * dqkv * BF) + arena_round(N * qd * BF) + arena_round(N * F * BF) +
                    arena_round(N * 2 * F * BF) + arena_round(drop_n * BF) + arena_round(m->logit_rows * C * BF) +
                    arena_round(m->logit_rows * V * BF) + arena_round(MEM_LORA_GROUP * N * r * BF) + arena_round(H * N * F4) +
                    arena_round(N * F4) + arena_round(F4) + 2 * arena_round(N * 4) + arena_round((N + 1) * 4) +
