@@ -146,6 +146,114 @@ __global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t 
     }
 }
 
+// The same product with 16-byte loads: a thread owns 8 consecutive columns of
+// a 1024-column stripe (128 threads), so each load instruction moves four
+// times what a bf16x2 load did and fewer iterations wait on memory. Needs
+// I, ldx and every pointer 16-byte aligned (lora_in_v8_ok); A's rows, or B's
+// 8 rows of a column block, come in as 16-byte vectors too.
+union v8b { uint4 u; __nv_bfloat162 h[4]; };
+
+template <int R, int G, bool BT>
+__global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size_t N, float pd, float scale,
+                                                         float out_scale) {
+    const int ROWS = in_rows<R, G>::v;
+    __shared__ float red[4][ROWS * G * R];
+    const int z = blockIdx.z;
+    const bf16 *x = p.x[z];
+    size_t I = p.cols[z];
+    size_t n0 = blockIdx.x * (size_t)ROWS;
+    int nr = (int)min((size_t)ROWS, N - n0);
+    float acc[ROWS][G][R];
+    #pragma unroll
+    for (int a = 0; a < ROWS; a++)
+        #pragma unroll
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) acc[a][g][q] = 0.0f;
+    for (size_t i = 8 * threadIdx.x; i < I; i += 8 * blockDim.x) {
+        float xv[ROWS][8];
+        #pragma unroll
+        for (int a = 0; a < ROWS; a++) {
+            v8b v;
+            v.u = a < nr ? *(const uint4 *)(x + (n0 + a) * ldx + i) : make_uint4(0, 0, 0, 0);
+            #pragma unroll
+            for (int e = 0; e < 4; e++) { float2 f = __bfloat1622float2(v.h[e]); xv[a][2 * e] = f.x; xv[a][2 * e + 1] = f.y; }
+        }
+        #pragma unroll
+        for (int g = 0; g < G; g++) {
+            float wv[R][8];   // wv[q][e] = W_g(q, i + e)
+            if constexpr (BT) {
+                #pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    #pragma unroll
+                    for (int q0 = 0; q0 < R; q0 += 8) {
+                        if constexpr (R >= 8) {
+                            v8b v; v.u = *(const uint4 *)(p.W[z + g] + (i + e) * R + q0);
+                            #pragma unroll
+                            for (int h = 0; h < 4; h++) {
+                                float2 f = __bfloat1622float2(v.h[h]); wv[q0 + 2 * h][e] = f.x; wv[q0 + 2 * h + 1][e] = f.y;
+                            }
+                        }
+                    }
+                    if constexpr (R < 8) {
+                        #pragma unroll
+                        for (int q = 0; q < R; q++) wv[q][e] = bf(p.W[z + g][(i + e) * R + q]);
+                    }
+                }
+            } else {
+                #pragma unroll
+                for (int q = 0; q < R; q++) {
+                    v8b v; v.u = *(const uint4 *)(p.W[z + g] + (size_t)q * I + i);
+                    #pragma unroll
+                    for (int h = 0; h < 4; h++) { float2 f = __bfloat1622float2(v.h[h]); wv[q][2 * h] = f.x; wv[q][2 * h + 1] = f.y; }
+                }
+            }
+            #pragma unroll
+            for (int a = 0; a < ROWS; a++) {
+                float xm[8];
+                #pragma unroll
+                for (int e = 0; e < 8; e++)
+                    xm[e] = pd > 0.0f ? xv[a][e] * keep(p.k[z + g], (n0 + a) * I + i + e, pd, scale) : xv[a][e];
+                #pragma unroll
+                for (int q = 0; q < R; q++) {
+                    float s0 = 0.0f;
+                    #pragma unroll
+                    for (int e = 0; e < 8; e++) s0 += xm[e] * wv[q][e];
+                    acc[a][g][q] += s0;
+                }
+            }
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    #pragma unroll
+    for (int a = 0; a < ROWS; a++)
+        #pragma unroll
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) {
+                float v = warp_sum(acc[a][g][q]);
+                if (lane == 0) red[warp][(a * G + g) * R + q] = v;
+            }
+    __syncthreads();
+    for (int j = threadIdx.x; j < nr * G * R; j += blockDim.x) {
+        float v = red[0][j] + red[1][j] + red[2][j] + red[3][j];
+        int a = j / (G * R), g = (j / R) % G, q = j % R;
+        p.t[z + g][(n0 + a) * R + q] = tobf(v * out_scale);
+    }
+}
+
+static bool al16(const void *q) { return ((uintptr_t)q & 15) == 0; }
+
+// Whether every operand of an input-side launch suits lora_in_v8_kernel.
+static bool lora_in_v8_ok(const lgk &p, int nmod, int nz, size_t ldx) {
+    if (ldx % 8) return false;
+    for (int z = 0; z < nz; z++)
+        if (p.cols[z] % 8 || !al16(p.x[z])) return false;
+    for (int m = 0; m < nmod; m++)
+        if (!al16(p.W[m])) return false;
+    return true;
+}
+
 // Partial dA over a chunk of rows, for every module g of a group:
 // part[g][c] (R, I) = sum_{n in chunk c} dt_g[n] (mask_g * x[n]).
 // A thread owns a column pair (bf16x2 loads of x, read once for the group).
@@ -293,9 +401,12 @@ static void launch_in(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N,
                       cudaStream_t s) {
     if (!N) return;
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
-#define L_IN(R) do { dim3 grid(cdiv(N, in_rows<R, GG>::v), 1, nz);                                        \
-        if (bt) lora_in_kernel<R, 1, true><<<grid, 256, 0, s>>>(p, ldx, N, pd, scale, out_scale);          \
-        else lora_in_kernel<R, GG, false><<<grid, 256, 0, s>>>(p, ldx, N, pd, scale, out_scale);           \
+    bool v8 = lora_in_v8_ok(p, bt ? nz : G, nz, ldx);
+#define L_IN(R) do { dim3 grid(cdiv(N, in_rows<R, GG>::v), 1, nz);                                             \
+        if (v8 && bt) lora_in_v8_kernel<R, 1, true><<<grid, 128, 0, s>>>(p, ldx, N, pd, scale, out_scale);     \
+        else if (v8) lora_in_v8_kernel<R, GG, false><<<grid, 128, 0, s>>>(p, ldx, N, pd, scale, out_scale);    \
+        else if (bt) lora_in_kernel<R, 1, true><<<grid, 256, 0, s>>>(p, ldx, N, pd, scale, out_scale);         \
+        else lora_in_kernel<R, GG, false><<<grid, 256, 0, s>>>(p, ldx, N, pd, scale, out_scale);              \
     } while (0)
     if (bt) G = 1;
     GROUP_SWITCH(G, r, L_IN);

@@ -148,8 +148,8 @@ static void test_gemm(gemm_ctx *g) {
     check("gemm dW += s dy^T x (fp32 out)", dW.get(), rdw, 1e-5);
 }
 
-static void test_rmsnorm() {
-    size_t N = 19, C = 200;
+static void test_rmsnorm(size_t C) {   // C % 8 == 0: the 16-byte vector kernels; else the scalar ones
+    size_t N = 19;
     bbuf x(N * C), w(C, 0.2f, 1.0f), y(N * C), dy(N * C), dx(N * C);
     fbuf rstd(N);
     y.poison();
@@ -163,10 +163,13 @@ static void test_rmsnorm() {
         dot /= C;
         for (size_t j = 0; j < C; j++) rdx[i * C + j] = x.h[i * C + j] /* accumulated onto */ + r * (dy.h[i * C + j] * w.h[j] - x.h[i * C + j] * r * dot);
     }
-    check("rmsnorm forward", y.get(), ry, 8e-3);
+    char name[64];
+    snprintf(name, sizeof name, "rmsnorm forward, C=%zu", C);
+    check(name, y.get(), ry, 8e-3);
     CUDA_CHECK(cudaMemcpy(dx.d, x.d, N * C * 2, cudaMemcpyDeviceToDevice));
     k_rmsnorm_bwd(dx.d, dy.d, x.d, rstd.d, w.d, N, C, 1, 0);
-    check("rmsnorm backward (accumulating)", dx.get(), rdx, 8e-3);
+    snprintf(name, sizeof name, "rmsnorm backward (accumulating), C=%zu", C);
+    check(name, dx.get(), rdx, 8e-3);
 }
 
 static void test_rope() {
@@ -380,6 +383,7 @@ static uint64_t hmix(uint64_t z) {
 }
 
 // The fused LoRA input kernels against plain loops with the CPU reference's mask.
+// (I = 300 and rows of 300: the bf16x2 kernels, not the 16-byte ones.)
 static void test_lora(float p) {
     size_t N = 37, I = 300, r = 8;
     uint64_t k = lora_mask_key(123, 2, 5);
@@ -535,7 +539,7 @@ static void test_lora_group(int G, size_t r, float p) {
 // The B side of a group in one launch per pass (q, k, v of different widths,
 // as with grouped-query attention), against plain loops.
 static void test_lora_batch(size_t r) {
-    size_t N = 45, ld = 700, G = 3, O[3] = {320, 120, 120}, col[3] = {0, 320, 440};
+    size_t N = 45, ld = 704, G = 3, O[3] = {320, 120, 120}, col[3] = {0, 320, 440};   // 16-byte rows: the v8 kernels
     float s = 0.6f;
     bbuf y(N * ld), dy(N * ld);
     std::vector<bbuf *> B, t, dt;
@@ -601,7 +605,8 @@ int main() {
     gemm_ctx *g = gemm_create(32u << 20, 0);
     G_CTX = g;
     test_gemm(g);
-    test_rmsnorm();
+    test_rmsnorm(200);
+    test_rmsnorm(202);
     test_rope();
     test_attention(16, 130, 2);
     test_attention(64, 130, 2);
