@@ -85,6 +85,32 @@ template <int R, int G> struct in_rows {
     static const int v = G * R <= 8 ? 8 : G * R <= 16 ? 4 : (G * R <= 32 ? 2 : 1);
 };
 
+// The end of an input-side kernel: each thread's partial sums acc (ROWS x G x R)
+// summed over the block's WARPS warps (warp shuffles, then shared memory red, in
+// warp order: deterministic) and stored as t[z + g] rows n0 .. n0 + nr.
+template <int R, int G, int ROWS, int WARPS>
+__device__ __forceinline__ void in_store(float (&acc)[ROWS][G][R], float (*red)[ROWS * G * R], const lgk &p, int z,
+                                         size_t n0, int nr, float out_scale) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    #pragma unroll
+    for (int a = 0; a < ROWS; a++)
+        #pragma unroll
+        for (int g = 0; g < G; g++)
+            #pragma unroll
+            for (int q = 0; q < R; q++) {
+                float v = warp_sum(acc[a][g][q]);
+                if (lane == 0) red[warp][(a * G + g) * R + q] = v;
+            }
+    __syncthreads();
+    for (int j = threadIdx.x; j < nr * G * R; j += blockDim.x) {
+        float v = 0.0f;
+        #pragma unroll
+        for (int w = 0; w < WARPS; w++) v += red[w][j];
+        int a = j / (G * R), g = (j / R) % G, q = j % R;
+        p.t[z + g][(n0 + a) * R + q] = tobf(v * out_scale);
+    }
+}
+
 // t[g] (N, R) = out_scale * (mask_g * x) W[g]^T for every g, x (N, I) with row
 // stride ldx, W[g] an (R, I) view (wpair). A block of 256 threads owns ROWS
 // rows: threads stride over column pairs of I (bf16x2, coalesced), each keeping
@@ -100,13 +126,7 @@ __global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t 
     __shared__ float red[8][ROWS * G * R];
     size_t n0 = blockIdx.x * (size_t)ROWS;
     int nr = (int)min((size_t)ROWS, N - n0);
-    float acc[ROWS][G][R];
-    #pragma unroll
-    for (int a = 0; a < ROWS; a++)
-        #pragma unroll
-        for (int g = 0; g < G; g++)
-            #pragma unroll
-            for (int q = 0; q < R; q++) acc[a][g][q] = 0.0f;
+    float acc[ROWS][G][R] = {};
     for (size_t i = 2 * threadIdx.x; i < I; i += 2 * blockDim.x) {
         float2 av[G][R];
         #pragma unroll
@@ -127,23 +147,7 @@ __global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t 
             }
         }
     }
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    #pragma unroll
-    for (int a = 0; a < ROWS; a++)
-        #pragma unroll
-        for (int g = 0; g < G; g++)
-            #pragma unroll
-            for (int q = 0; q < R; q++) {
-                float v = warp_sum(acc[a][g][q]);
-                if (lane == 0) red[warp][(a * G + g) * R + q] = v;
-            }
-    __syncthreads();
-    for (int j = threadIdx.x; j < nr * G * R; j += blockDim.x) {
-        float v = 0.0f;
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) v += red[w][j];
-        int a = j / (G * R), g = (j / R) % G, q = j % R;
-        p.t[z + g][(n0 + a) * R + q] = tobf(v * out_scale);
-    }
+    in_store<R, G, ROWS, 8>(acc, red, p, z, n0, nr, out_scale);
 }
 
 // The same product with 16-byte loads: a thread owns 8 consecutive columns of
@@ -163,13 +167,7 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
     size_t I = p.cols[z];
     size_t n0 = blockIdx.x * (size_t)ROWS;
     int nr = (int)min((size_t)ROWS, N - n0);
-    float acc[ROWS][G][R];
-    #pragma unroll
-    for (int a = 0; a < ROWS; a++)
-        #pragma unroll
-        for (int g = 0; g < G; g++)
-            #pragma unroll
-            for (int q = 0; q < R; q++) acc[a][g][q] = 0.0f;
+    float acc[ROWS][G][R] = {};
     for (size_t i = 8 * threadIdx.x; i < I; i += 8 * blockDim.x) {
         float xv[ROWS][8];
         #pragma unroll
@@ -224,22 +222,7 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
             }
         }
     }
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    #pragma unroll
-    for (int a = 0; a < ROWS; a++)
-        #pragma unroll
-        for (int g = 0; g < G; g++)
-            #pragma unroll
-            for (int q = 0; q < R; q++) {
-                float v = warp_sum(acc[a][g][q]);
-                if (lane == 0) red[warp][(a * G + g) * R + q] = v;
-            }
-    __syncthreads();
-    for (int j = threadIdx.x; j < nr * G * R; j += blockDim.x) {
-        float v = red[0][j] + red[1][j] + red[2][j] + red[3][j];
-        int a = j / (G * R), g = (j / R) % G, q = j % R;
-        p.t[z + g][(n0 + a) * R + q] = tobf(v * out_scale);
-    }
+    in_store<R, G, ROWS, 4>(acc, red, p, z, n0, nr, out_scale);
 }
 
 static bool al16(const void *q) { return ((uintptr_t)q & 15) == 0; }

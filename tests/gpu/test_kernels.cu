@@ -71,6 +71,19 @@ static void check(const char *what, const std::vector<float> &got, const std::ve
     ok ? passed++ : failed++;
 }
 
+// y (M, O) = x W^T (+ res), in double.
+static std::vector<double> ref_linear(const std::vector<float> &x, const std::vector<float> &W,
+                                      const std::vector<float> *res, size_t M, size_t O, size_t I) {
+    std::vector<double> y(M * O);
+    for (size_t m = 0; m < M; m++)
+        for (size_t o = 0; o < O; o++) {
+            double a = res ? (*res)[m * O + o] : 0.0;
+            for (size_t i = 0; i < I; i++) a += (double)x[m * I + i] * W[o * I + i];
+            y[m * O + o] = a;
+        }
+    return y;
+}
+
 static void test_gemm(gemm_ctx *g) {
     size_t M = 77, O = 96, I = 136;
     bbuf x(M * I), W(O * I, 0.2f), bias(O, 0.5f), y(M * O);
@@ -110,14 +123,7 @@ static void test_gemm(gemm_ctx *g) {
     {   // y2 = x W^T + res (C input distinct from the output)
         bbuf res(M * O), y2(M * O);
         gemm_linear_fwd_res(g, y2.d, res.d, O, x.d, I, W.d, I, M, O, I);
-        std::vector<double> r2(M * O);
-        for (size_t m = 0; m < M; m++)
-            for (size_t o = 0; o < O; o++) {
-                double a = res.h[m * O + o];
-                for (size_t i = 0; i < I; i++) a += (double)x.h[m * I + i] * W.h[o * I + i];
-                r2[m * O + o] = a;
-            }
-        check("gemm y = x W^T + res (C input apart from D)", y2.get(), r2, 8e-3);
+        check("gemm y = x W^T + res (C input apart from D)", y2.get(), ref_linear(x.h, W.h, &res.h, M, O, I), 8e-3);
     }
     {   // token counts above 256 share the algorithm of their 64-row bucket: 300 runs 320's
         size_t M3 = 300, O3 = 256, I3 = 192;
@@ -126,14 +132,8 @@ static void test_gemm(gemm_ctx *g) {
         gemm_linear_fwd(g, y4.d, O3, x4.d, I3, W3.d, I3, 320, O3, I3, nullptr, 1.0f, 0.0f);   // the bucket's own
         y3.poison();
         gemm_linear_fwd(g, y3.d, O3, x3.d, I3, W3.d, I3, M3, O3, I3, nullptr, 1.0f, 0.0f);
-        std::vector<double> r3(M3 * O3);
-        for (size_t m = 0; m < M3; m++)
-            for (size_t o = 0; o < O3; o++) {
-                double a = 0;
-                for (size_t i = 0; i < I3; i++) a += (double)x3.h[m * I3 + i] * W3.h[o * I3 + i];
-                r3[m * O3 + o] = a;
-            }
-        check("gemm y = x W^T, 300 rows on the 320-row bucket's algorithm", y3.get(), r3, 8e-3);
+        check("gemm y = x W^T, 300 rows on the 320-row bucket's algorithm", y3.get(),
+              ref_linear(x3.h, W3.h, nullptr, M3, O3, I3), 8e-3);
     }
     fbuf dW(O * I, 1.0f);
     std::vector<float> w0 = dW.h;
