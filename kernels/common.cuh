@@ -24,6 +24,11 @@ __device__ __forceinline__ bf16 tobf(float x) { return __float2bfloat16_rn(x); }
 // Round a float through bf16 (what a bf16 tensor op does to its result).
 __device__ __forceinline__ float rbf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
+// 16 bytes of bf16: one vector load or store, seen as four bf16 pairs.
+union bf16x8 { uint4 u; __nv_bfloat162 h[4]; };
+// Whether a pointer suits 16-byte vector access.
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -86,6 +86,15 @@ static unsigned ptr_align(const void *p) {
     return al;
 }
 
+// FNV-1a over a problem's description: the key of both caches.
+static uint64_t shape_hash(int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb, size_t ldc, int c_f32,
+                           int bias, unsigned align) {
+    size_t key[] = {(size_t)ta, (size_t)tb, m, n, k, lda, ldb, ldc, (size_t)c_f32, (size_t)bias, align};
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < sizeof key / sizeof *key; i++) { h ^= key[i]; h *= 1099511628211ULL; }
+    return h;
+}
+
 // The heuristic's first choice for the problem p describes, with the column
 // count n replaced by n_query (layouts built for that count).
 static cublasLtMatmulAlgo_t algo_query(gemm_ctx *g, const plan *p, size_t n_query, int *found) {
@@ -121,33 +130,26 @@ static cublasLtMatmulAlgo_t algo_query(gemm_ctx *g, const plan *p, size_t n_quer
 // shape. Deterministic: the same shapes always get the same algorithm.
 static cublasLtMatmulAlgo_t algo_for(gemm_ctx *g, const plan *p) {
     size_t nb = p->n > 256 && !g->exact ? (p->n + 63) / 64 * 64 : p->n;
-    uint64_t h = 1469598103934665603ULL;
-    size_t key[] = {(size_t)p->ta, (size_t)p->tb, p->m, nb, p->k, p->lda, p->ldb, p->ldc, (size_t)p->c_f32,
-                    (size_t)p->bias, p->align};
-    for (size_t i = 0; i < sizeof key / sizeof *key; i++) { h ^= key[i]; h *= 1099511628211ULL; }
+    uint64_t h = shape_hash(p->ta, p->tb, p->m, nb, p->k, p->lda, p->ldb, p->ldc, p->c_f32, p->bias, p->align);
     algo_slot *a = &g->algos[h % ALGO_SLOTS];
     int found = 0;
-    if (!(a->used && a->key == h)) {
-        cublasLtMatmulAlgo_t al = algo_query(g, p, nb, &found);
-        if (found) { a->used = 1; a->key = h; a->algo = al; }
-        else a->used = 0;
+    if (!a->used || a->key != h) {   // a new bucket (or another shape in the slot): ask for it
+        a->algo = algo_query(g, p, nb, &found);
+        a->used = found;
+        a->key = h;
     }
-    if (a->used && a->key == h) {
-        cublasLtMatmulHeuristicResult_t chk;
-        if (cublasLtMatmulAlgoCheck(g->lt, p->op, p->la, p->lb, p->lc, p->lc, &a->algo, &chk) == CUBLAS_STATUS_SUCCESS &&
-            chk.workspaceSize <= g->ws_bytes)
-            return a->algo;
-    }
-    cublasLtMatmulAlgo_t al = algo_query(g, p, p->n, &found);
+    cublasLtMatmulHeuristicResult_t chk;
+    if (a->used && cublasLtMatmulAlgoCheck(g->lt, p->op, p->la, p->lb, p->lc, p->lc, &a->algo, &chk) ==
+                       CUBLAS_STATUS_SUCCESS && chk.workspaceSize <= g->ws_bytes)
+        return a->algo;
+    cublasLtMatmulAlgo_t al = algo_query(g, p, p->n, &found);   // the bucket's choice does not fit this shape
     if (!found) die_at(__FILE__, __LINE__, "cuBLASLt has no algorithm for a %zux%zux%zu product", p->m, p->n, p->k);
     return al;
 }
 
 static plan *get_plan(gemm_ctx *g, int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb, size_t ldc,
                       int c_f32, int bias, unsigned align) {
-    uint64_t h = 1469598103934665603ULL;
-    size_t key[] = {(size_t)ta, (size_t)tb, m, n, k, lda, ldb, ldc, (size_t)c_f32, (size_t)bias, align};
-    for (size_t i = 0; i < sizeof key / sizeof *key; i++) { h ^= key[i]; h *= 1099511628211ULL; }
+    uint64_t h = shape_hash(ta, tb, m, n, k, lda, ldb, ldc, c_f32, bias, align);
     plan *p = &g->plans[h % PLAN_SLOTS];
     if (p->used && p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
         p->ldb == ldb && p->ldc == ldc && p->c_f32 == c_f32 && p->bias == bias && p->align == align)

@@ -84,6 +84,7 @@ void att_short_bwd(bf16_t *dqkv, const bf16_t *dout, const bf16_t *out, const fl
 uint64_t lora_mask_key(uint64_t key, size_t layer, int module);
 int lora_fused_rank_ok(size_t r);                       // ranks 1, 2, 4, 8, 16
 size_t lora_da_ws_floats(size_t N, size_t r, size_t I); // scratch of k_lora_da
+// One module at a time (groups of one; the trainer passes whole groups, below).
 // t (N, r) = dropout(x) A^T ; x (N, I), A (r, I)
 void k_lora_in(bf16_t *t, const bf16_t *x, const bf16_t *A, size_t N, size_t I, size_t r, uint64_t k, float p,
                cudaStream_t s);

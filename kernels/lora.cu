@@ -28,8 +28,6 @@ extern "C" uint64_t lora_mask_key(uint64_t key, size_t layer, int module) {
     return (uint32_t)(k ^ (k >> 32));   // the per-element hash is 32-bit
 }
 
-#define LR_MAXR 16    // rank bound of the fused kernels
-
 // Up to LORA_GMAX modules that read the same input (q, k and v read the first
 // norm's output; gate and up the second's) are served by one kernel that reads
 // the input once: one launch instead of three, and a third of the traffic.
@@ -64,11 +62,11 @@ __device__ __forceinline__ void wpairs(float2 *w, const bf16 *W, size_t I, size_
         const uint4 *p0 = (const uint4 *)(W + i * R), *p1 = (const uint4 *)(W + (i + 1) * R);
         #pragma unroll
         for (int v = 0; v < R / 8; v++) {
-            uint4 a = p0[v], b = p1[v];
-            const __nv_bfloat162 *ha = (const __nv_bfloat162 *)&a, *hb = (const __nv_bfloat162 *)&b;
+            bf16x8 a, b;
+            a.u = p0[v]; b.u = p1[v];
             #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float2 fa = __bfloat1622float2(ha[e]), fb = __bfloat1622float2(hb[e]);
+                float2 fa = __bfloat1622float2(a.h[e]), fb = __bfloat1622float2(b.h[e]);
                 w[v * 8 + 2 * e] = make_float2(fa.x, fb.x);
                 w[v * 8 + 2 * e + 1] = make_float2(fa.y, fb.y);
             }
@@ -155,7 +153,6 @@ __global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t 
 // times what a bf16x2 load did and fewer iterations wait on memory. Needs
 // I, ldx and every pointer 16-byte aligned (lora_in_v8_ok); A's rows, or B's
 // 8 rows of a column block, come in as 16-byte vectors too.
-union v8b { uint4 u; __nv_bfloat162 h[4]; };
 
 template <int R, int G, bool BT>
 __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size_t N, float pd, float scale,
@@ -172,7 +169,7 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
         float xv[ROWS][8];
         #pragma unroll
         for (int a = 0; a < ROWS; a++) {
-            v8b v;
+            bf16x8 v;
             v.u = a < nr ? *(const uint4 *)(x + (n0 + a) * ldx + i) : make_uint4(0, 0, 0, 0);
             #pragma unroll
             for (int e = 0; e < 4; e++) { float2 f = __bfloat1622float2(v.h[e]); xv[a][2 * e] = f.x; xv[a][2 * e + 1] = f.y; }
@@ -186,7 +183,7 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
                     #pragma unroll
                     for (int q0 = 0; q0 < R; q0 += 8) {
                         if constexpr (R >= 8) {
-                            v8b v; v.u = *(const uint4 *)(p.W[z + g] + (i + e) * R + q0);
+                            bf16x8 v; v.u = *(const uint4 *)(p.W[z + g] + (i + e) * R + q0);
                             #pragma unroll
                             for (int h = 0; h < 4; h++) {
                                 float2 f = __bfloat1622float2(v.h[h]); wv[q0 + 2 * h][e] = f.x; wv[q0 + 2 * h + 1][e] = f.y;
@@ -201,7 +198,7 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
             } else {
                 #pragma unroll
                 for (int q = 0; q < R; q++) {
-                    v8b v; v.u = *(const uint4 *)(p.W[z + g] + (size_t)q * I + i);
+                    bf16x8 v; v.u = *(const uint4 *)(p.W[z + g] + (size_t)q * I + i);
                     #pragma unroll
                     for (int h = 0; h < 4; h++) { float2 f = __bfloat1622float2(v.h[h]); wv[q][2 * h] = f.x; wv[q][2 * h + 1] = f.y; }
                 }
@@ -225,15 +222,13 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
     in_store<R, G, ROWS, 4>(acc, red, p, z, n0, nr, out_scale);
 }
 
-static bool al16(const void *q) { return ((uintptr_t)q & 15) == 0; }
-
 // Whether every operand of an input-side launch suits lora_in_v8_kernel.
 static bool lora_in_v8_ok(const lgk &p, int nmod, int nz, size_t ldx) {
     if (ldx % 8) return false;
     for (int z = 0; z < nz; z++)
-        if (p.cols[z] % 8 || !al16(p.x[z])) return false;
+        if (p.cols[z] % 8 || !aligned16(p.x[z])) return false;
     for (int m = 0; m < nmod; m++)
-        if (!al16(p.W[m])) return false;
+        if (!aligned16(p.W[m])) return false;
     return true;
 }
 

@@ -3,8 +3,6 @@
 #include "common.cuh"
 #include "kernels.h"
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 // One block per row.
 __global__ void rmsnorm_fwd_kernel(bf16 *y, float *rstd, const bf16 *x, const bf16 *w, size_t C, float eps) {
     __shared__ float sh[32];
@@ -21,7 +19,6 @@ __global__ void rmsnorm_fwd_kernel(bf16 *y, float *rstd, const bf16 *x, const bf
 
 // The same with 16-byte vectors (8 bf16) where C % 8 == 0: the scalar version
 // moved a row at half the memory bandwidth. Same arithmetic per element.
-union v8 { uint4 u; __nv_bfloat162 h[4]; };
 
 __global__ void rmsnorm_fwd_v8_kernel(bf16 *y, float *rstd, const bf16 *x, const bf16 *w, size_t C, float eps) {
     __shared__ float sh[32];
@@ -29,7 +26,7 @@ __global__ void rmsnorm_fwd_v8_kernel(bf16 *y, float *rstd, const bf16 *x, const
     const uint4 *xr = (const uint4 *)(x + row * C), *wv = (const uint4 *)w;
     float ss = 0.0f;
     for (size_t j = threadIdx.x; j < nv; j += blockDim.x) {
-        v8 a; a.u = xr[j];
+        bf16x8 a; a.u = xr[j];
         #pragma unroll
         for (int e = 0; e < 4; e++) { float2 f = __bfloat1622float2(a.h[e]); ss += f.x * f.x + f.y * f.y; }
     }
@@ -38,7 +35,7 @@ __global__ void rmsnorm_fwd_v8_kernel(bf16 *y, float *rstd, const bf16 *x, const
     if (threadIdx.x == 0) rstd[row] = r;
     uint4 *yr = (uint4 *)(y + row * C);
     for (size_t j = threadIdx.x; j < nv; j += blockDim.x) {
-        v8 a, b, o; a.u = xr[j]; b.u = wv[j];
+        bf16x8 a, b, o; a.u = xr[j]; b.u = wv[j];
         #pragma unroll
         for (int e = 0; e < 4; e++) {
             float2 f = __bfloat1622float2(a.h[e]), g = __bfloat1622float2(b.h[e]);
@@ -82,7 +79,7 @@ __global__ void rmsnorm_bwd_v8_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, c
     const uint4 *xr = (const uint4 *)(x + row * C), *dyr = (const uint4 *)(dy + row * C), *wv = (const uint4 *)w;
     float r = rstd[row], dot = 0.0f;
     for (size_t j = threadIdx.x; j < nv; j += blockDim.x) {
-        v8 a, d, b; a.u = xr[j]; d.u = dyr[j]; b.u = wv[j];
+        bf16x8 a, d, b; a.u = xr[j]; d.u = dyr[j]; b.u = wv[j];
         #pragma unroll
         for (int e = 0; e < 4; e++) {
             float2 fx = __bfloat1622float2(a.h[e]), fd = __bfloat1622float2(d.h[e]), fw = __bfloat1622float2(b.h[e]);
@@ -92,7 +89,7 @@ __global__ void rmsnorm_bwd_v8_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, c
     dot = block_sum(dot, sh) / (float)C;
     uint4 *dxr = (uint4 *)(dx + row * C);
     for (size_t j = threadIdx.x; j < nv; j += blockDim.x) {
-        v8 a, d, b, o, old; a.u = xr[j]; d.u = dyr[j]; b.u = wv[j];
+        bf16x8 a, d, b, o, old; a.u = xr[j]; d.u = dyr[j]; b.u = wv[j];
         if (accumulate) old.u = dxr[j];
         #pragma unroll
         for (int e = 0; e < 4; e++) {

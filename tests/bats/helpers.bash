@@ -23,3 +23,16 @@ no_leftovers() {
     run bash -c "ls -A '$d' | grep -E '\\.tmp\\.' || true"
     [ -z "$output" ] || { echo "leftover temporary files in $d: $output"; return 1; }
 }
+
+# Run "$BIN/train" with the caller's args array and --out DIR in the background,
+# send it SIGNAL after DELAY seconds, and skip the test when the run finished
+# before the signal landed (it must exit 128 + the signal's number otherwise).
+train_interrupted() {  # dir delay signal(INT|TERM)
+    local pid st=0 want
+    "$BIN/train" "${args[@]}" --out "$1" & pid=$!
+    sleep "$2"
+    kill "-$3" $pid
+    wait $pid || st=$?
+    want=$((128 + $(kill -l "$3")))
+    [ "$st" -eq "$want" ] || skip "the run finished before the signal (status $st)"
+}

@@ -238,11 +238,7 @@ disk_full() {  # name-in-message [pattern]
     small_pack "$S/long.pack" --epochs 100 --seed 1
     args=(--device cpu --model "$M" --data "$S/long.pack" --lora-dropout 0.1 --quiet --save-steps 0)
     "$BIN/train" "${args[@]}" --out "$S/full"
-    "$BIN/train" "${args[@]}" --out "$S/cut" & pid=$!
-    sleep 1
-    kill -INT $pid
-    st=0; wait $pid || st=$?
-    [ "$st" -eq 130 ] || skip "the run finished before the signal (status $st)"
+    train_interrupted "$S/cut" 1 INT
     [ "$(ls "$S/cut" | grep -c '^checkpoint-')" -eq 1 ]
     [ ! -e "$S/cut/adapter_model.safetensors" ]
     "$BIN/train" "${args[@]}" --out "$S/cut" --resume
@@ -253,11 +249,7 @@ disk_full() {  # name-in-message [pattern]
     small_pack "$S/long.pack" --epochs 20 --seed 1
     args=(--device cpu --model "$M" --data "$S/long.pack" --lora-dropout 0.1 --quiet --save-steps 1 --save-total-limit 2)
     "$BIN/train" "${args[@]}" --out "$S/full"
-    "$BIN/train" "${args[@]}" --out "$S/cut" & pid=$!
-    sleep 0.7
-    kill -INT $pid
-    st=0; wait $pid || st=$?
-    [ "$st" -eq 130 ] || skip "the run finished before the signal (status $st)"
+    train_interrupted "$S/cut" 0.7 INT
     [ -z "$(ls -A "$S/cut" | grep -E '\.tmp\.|\.old\.')" ]
     last=$(ls "$S/cut" | sed -n 's/^checkpoint-\([0-9]*\)$/\1/p' | sort -n | tail -n1)
     for f in adapter_model.safetensors adapter_config.json optimizer.safetensors trainer_state.json; do

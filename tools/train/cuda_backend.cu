@@ -63,6 +63,15 @@ struct layer_w {
     bfh *w_qkv, *b_qkv, *w_o, *w_gu, *w_d, *ln1, *ln2;   // (Dqkv, C) (Dqkv) (C, qd) (2F, C) (C, F) (C) (C)
 };
 
+// Where LoRA modules sit in a layer: the modules that read one input, and the
+// column range (col, width out) of the product each adds to.
+struct lora_site {
+    int n;
+    int mods[LORA_GMAX];
+    size_t col[LORA_GMAX], out[LORA_GMAX];
+};
+enum { SITE_QKV, SITE_O, SITE_GU, SITE_DOWN, SITE_COUNT };
+
 struct layer_acts {   // what the backward pass reads; with recompute only x_in is kept per layer
     bfh *x_in, *ln1, *qkv, *att, *x_mid, *ln2, *gu, *act;
     float *rstd1, *lse, *rstd2;
@@ -123,6 +132,7 @@ struct cuda_ctx {
     bfh *dres, *dln, *dqkv_buf, *datt, *dact, *dgu, *drop, *hc, *logits;
     bfh *dt;                          // (N, r)
     int lora_fused;                   // fused dropout + LoRA input kernels (lora.cu)
+    lora_site site[SITE_COUNT];       // where the LoRA modules sit (filled at start-up)
     float *da_part;                   // their dA scratch
     float *delta, *row_loss, *loss_sum;
     int32_t *ids, *pos, *seq, *qblocks, *trow, *ttok;
@@ -185,17 +195,11 @@ static const bfh *lora_b(cuda_ctx *c, size_t layer, int m) { return c->params_bf
 static float *grad_a(cuda_ctx *c, size_t layer, int m) { return c->grads + c->l->off_a[layer * LORA_NMOD + m]; }
 static float *grad_b(cuda_ctx *c, size_t layer, int m) { return c->grads + c->l->off_b[layer * LORA_NMOD + m]; }
 
+// The unfused path (LORAPIPE_LORA=gemm, or ranks the fused kernels lack), one module:
 // y[:, cols] (ld ldy) += s * (dropout(x) A^T) B^T ; t (N, r) keeps dropout(x) A^T.
-static void lora_fwd(cuda_ctx *c, bfh *y, size_t ldy, bfh *t, const bfh *x, size_t I, size_t O, size_t layer, int m,
-                     dropout_cfg drop) {
+static void lora_fwd_gemm(cuda_ctx *c, bfh *y, size_t ldy, bfh *t, const bfh *x, size_t I, size_t O, size_t layer,
+                          int m, dropout_cfg drop) {
     size_t N = c->N, r = c->l->r;
-    if (c->lora_fused) {   // dropout drawn inside the x A^T kernel: x is read once
-        mark(c, "fwd lora in");
-        k_lora_in(t, x, lora_a(c, layer, m), N, I, r, lora_mask_key(drop.key, layer, m), drop.p, c->stream);
-        mark(c, "fwd lora out");
-        k_lora_out(y, ldy, t, lora_b(c, layer, m), N, O, r, c->l->scaling, c->stream);   // y += s t B^T
-        return;
-    }
     const bfh *xin = x;
     if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
     gemm_linear_fwd(c->gemm, t, r, xin, I, lora_a(c, layer, m), I, N, r, I, nullptr, 1.0f, 0.0f);
@@ -203,21 +207,10 @@ static void lora_fwd(cuda_ctx *c, bfh *y, size_t ldy, bfh *t, const bfh *x, size
 }
 
 // Given dy (ld lddy), accumulate dA, dB and add the LoRA path's input gradient into dx (ld I).
-static void lora_bwd(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh *t, const bfh *x, size_t I, size_t O,
-                     size_t layer, int m, dropout_cfg drop) {
+static void lora_bwd_gemm(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh *t, const bfh *x, size_t I,
+                          size_t O, size_t layer, int m, dropout_cfg drop) {
     size_t N = c->N, r = c->l->r;
     float s = c->l->scaling;
-    if (c->lora_fused) {
-        mark(c, "bwd lora dB dt");
-        k_lora_db(grad_b(c, layer, m), c->da_part, t, dy, lddy, N, O, r, s, c->stream);        // dB += s dy^T t
-        k_lora_dt(c->dt, dy, lddy, lora_b(c, layer, m), N, O, r, s, c->stream);                // dt = s dy B
-        uint64_t k = lora_mask_key(drop.key, layer, m);
-        mark(c, "bwd lora dA");
-        k_lora_da(grad_a(c, layer, m), c->da_part, c->dt, x, N, I, r, k, drop.p, c->stream);  // dA += dt^T dropout(x)
-        mark(c, "bwd lora dx");
-        k_lora_dx(dx, c->dt, lora_a(c, layer, m), N, I, r, k, drop.p, c->stream);           // dx += dropout'(dt A)
-        return;
-    }
     gemm_linear_dw(c->gemm, grad_b(c, layer, m), dy, lddy, t, r, N, O, r, s, 1.0f);            // dB += s dy^T t
     gemm_linear_dx(c->gemm, c->dt, r, dy, lddy, lora_b(c, layer, m), r, N, O, r, s, 0.0f);     // dt = s dy B
     const bfh *xin = x;
@@ -232,79 +225,114 @@ static void lora_bwd(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, const bfh
     }
 }
 
-// The modules mods[0..n) that read the same input x (N, I): q, k, v from the
-// first norm, gate and up from the second. Their outputs are column ranges
-// col[j] (width out[j]) of y (ld ldy). Fused, x is read once for the group's
-// t = dropout(x) A^T; each module then adds its s t B^T.
-static void lora_fwd_shared(cuda_ctx *c, const int *mods, int n, bfh *y, size_t ldy, const size_t *col,
-                            const size_t *out, layer_acts *a, const bfh *x, size_t I, size_t layer, dropout_cfg drop) {
+// The two sides of a site's modules that are on, as the fused kernels take them:
+// ga the A side (t = dropout(x) A^T in, dA and dx out; its t are a->t, or with
+// dt the group's dt slots), gb the B side (io + col[j] the module's columns of
+// the product y or dy, row stride ld).
+static void lora_site_groups(cuda_ctx *c, const lora_site *st, size_t layer, layer_acts *a, bfh *io, size_t ld,
+                             bfh *dt, dropout_cfg drop, lora_group *ga, lora_group *gb) {
+    memset(ga, 0, sizeof *ga);
+    memset(gb, 0, sizeof *gb);
+    gb->ld = ld;
+    for (int j = 0; j < st->n; j++) {
+        int m = st->mods[j];
+        if (!c->l->on[m]) continue;
+        int g = ga->g++;
+        ga->w[g] = lora_a(c, layer, m); ga->t[g] = dt ? dt + (size_t)g * c->N * c->l->r : a->t[m];
+        ga->dw[g] = grad_a(c, layer, m); ga->k[g] = lora_mask_key(drop.key, layer, m);
+        gb->g++;
+        gb->w[g] = lora_b(c, layer, m); gb->t[g] = a->t[m]; gb->dw[g] = grad_b(c, layer, m);
+        gb->io[g] = io + st->col[j]; gb->cols[g] = st->out[j];
+    }
+}
+
+// The forward of a site's modules, whose input x (N, I) is shared: y[:, col_j]
+// (ld ldy) += s dropout(x) A_j^T B_j^T. Fused, x is read once for the whole
+// site's t = dropout(x) A^T and the B sides go in one launch.
+static void lora_fwd(cuda_ctx *c, const lora_site *st, bfh *y, size_t ldy, layer_acts *a, const bfh *x, size_t I,
+                     size_t layer, dropout_cfg drop) {
     if (!c->lora_fused) {
-        for (int j = 0; j < n; j++)
-            if (c->l->on[mods[j]]) lora_fwd(c, y + col[j], ldy, a->t[mods[j]], x, I, out[j], layer, mods[j], drop);
+        for (int j = 0; j < st->n; j++)
+            if (c->l->on[st->mods[j]])
+                lora_fwd_gemm(c, y + st->col[j], ldy, a->t[st->mods[j]], x, I, st->out[j], layer, st->mods[j], drop);
         return;
     }
-    lora_group gr;
-    memset(&gr, 0, sizeof gr);
-    for (int j = 0; j < n; j++) {
-        int m = mods[j];
-        if (!c->l->on[m]) continue;
-        gr.w[gr.g] = lora_a(c, layer, m); gr.t[gr.g] = a->t[m]; gr.k[gr.g] = lora_mask_key(drop.key, layer, m);
-        gr.g++;
-    }
-    if (!gr.g) return;
+    lora_group ga, gb;
+    lora_site_groups(c, st, layer, a, y, ldy, nullptr, drop, &ga, &gb);
+    if (!ga.g) return;
     mark(c, "fwd lora in");
-    k_lora_in_group(&gr, x, c->N, I, c->l->r, drop.p, c->stream);
+    k_lora_in_group(&ga, x, c->N, I, c->l->r, drop.p, c->stream);
     mark(c, "fwd lora out");
-    lora_group gb;   // the B side: y[:, col_j] += s t_j B_j^T, one launch
-    memset(&gb, 0, sizeof gb);
-    gb.ld = ldy;
-    for (int j = 0; j < n; j++) {
-        int m = mods[j];
-        if (!c->l->on[m]) continue;
-        gb.w[gb.g] = lora_b(c, layer, m); gb.t[gb.g] = a->t[m]; gb.io[gb.g] = y + col[j]; gb.cols[gb.g] = out[j];
-        gb.g++;
-    }
     k_lora_out_batch(&gb, c->N, c->l->r, c->l->scaling, c->stream);
 }
 
-// Backward of lora_fwd_shared: dy's column ranges col[j] (ld lddy) in, the
-// group's input gradient added into dx (N, I). Fused, dA of the group takes
-// one pass over x and dx one read-modify-write.
-static void lora_bwd_shared(cuda_ctx *c, const int *mods, int n, bfh *dx, const bfh *dy, size_t lddy,
-                            const size_t *col, const size_t *out, layer_acts *a, const bfh *x, size_t I, size_t layer,
-                            dropout_cfg drop) {
+// Backward of lora_fwd: dy's columns col_j (ld lddy) in, dA and dB accumulated,
+// the site's input gradient added into dx (N, I). Fused, dA takes one pass over
+// x for the site and dx one read-modify-write.
+static void lora_bwd(cuda_ctx *c, const lora_site *st, bfh *dx, const bfh *dy, size_t lddy, layer_acts *a,
+                     const bfh *x, size_t I, size_t layer, dropout_cfg drop) {
     if (!c->lora_fused) {
-        for (int j = 0; j < n; j++)
-            if (c->l->on[mods[j]]) lora_bwd(c, dx, dy + col[j], lddy, a->t[mods[j]], x, I, out[j], layer, mods[j], drop);
+        for (int j = 0; j < st->n; j++)
+            if (c->l->on[st->mods[j]])
+                lora_bwd_gemm(c, dx, dy + st->col[j], lddy, a->t[st->mods[j]], x, I, st->out[j], layer, st->mods[j],
+                              drop);
         return;
     }
     size_t N = c->N, r = c->l->r;
     float s = c->l->scaling;
-    lora_group gr;
-    memset(&gr, 0, sizeof gr);
-    lora_group gb;   // the B side of each module, batched: one launch per pass
-    memset(&gb, 0, sizeof gb);
-    gb.ld = lddy;
-    for (int j = 0; j < n; j++) {
-        int m = mods[j];
-        if (!c->l->on[m]) continue;
-        bfh *dt = c->dt + (size_t)gr.g * N * r;
-        gb.w[gb.g] = lora_b(c, layer, m); gb.t[gb.g] = a->t[m]; gb.dw[gb.g] = grad_b(c, layer, m);
-        gb.io[gb.g] = (bfh *)dy + col[j]; gb.cols[gb.g] = out[j];
-        gb.g++;
-        gr.w[gr.g] = lora_a(c, layer, m); gr.t[gr.g] = dt; gr.dw[gr.g] = grad_a(c, layer, m);
-        gr.k[gr.g] = lora_mask_key(drop.key, layer, m);
-        gr.g++;
-    }
-    if (!gr.g) return;
+    lora_group ga, gb;
+    lora_site_groups(c, st, layer, a, (bfh *)dy, lddy, c->dt, drop, &ga, &gb);
+    if (!ga.g) return;
     mark(c, "bwd lora dB dt");
     k_lora_db_batch(&gb, c->da_part, N, r, s, c->stream);   // dB_j += s dy_j^T t_j
-    for (int j = 0; j < gb.g; j++) gb.t[j] = gr.t[j];
+    for (int j = 0; j < gb.g; j++) gb.t[j] = ga.t[j];        // the B side now writes the dt slots
     k_lora_dt_batch(&gb, N, r, s, c->stream);               // dt_j = s dy_j B_j
     mark(c, "bwd lora dA");
-    k_lora_da_group(&gr, c->da_part, x, N, I, r, drop.p, c->stream);   // dA += dt^T dropout(x), each module
+    k_lora_da_group(&ga, c->da_part, x, N, I, r, drop.p, c->stream);   // dA_j += dt_j^T dropout_j(x)
     mark(c, "bwd lora dx");
-    k_lora_dx_group(dx, &gr, N, I, r, drop.p, c->stream);              // dx += sum dropout'(dt A)
+    k_lora_dx_group(dx, &ga, N, I, r, drop.p, c->stream);              // dx += sum_j dropout_j'(dt_j A_j)
+}
+
+// Layer i's input (i = L: the final norm's), N tokens of row stride hidden.
+static bfh *x_at(cuda_ctx *c, size_t i) { return c->x_layers + i * c->max_tok * c->d.hidden; }
+
+// ---- the frozen weights' products ----------------------------------------------
+// In one place for the layer passes and for the start-up warm-up (warm_gemms),
+// which must meet the same shapes, strides and alignment. x is the layer's
+// input (the residual of o_proj) and x_out its output (down_proj adds into it);
+// the backward products read and write the workspace.
+enum base_op { FWD_QKV, FWD_O, FWD_GU, FWD_DOWN, BWD_DOWN, BWD_GU, BWD_O, BWD_QKV, BASE_OPS };
+
+static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, size_t N) {
+    size_t C = c->d.hidden, F = c->d.inter;
+    switch (op) {
+    case FWD_QKV:    // qkv = ln1 Wqkv^T + b
+        gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f); break;
+    case FWD_O:      // x_mid = x + att Wo^T: the residual add rides in the product's C input
+        gemm_linear_fwd_res(c->gemm, a->x_mid, x, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd); break;
+    case FWD_GU:     // gu = ln2 [Wg; Wu]^T
+        gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f); break;
+    case FWD_DOWN:   // x_out = x_mid + act Wd^T
+        gemm_linear_fwd_res(c->gemm, x_out, a->x_mid, C, a->act, F, w->w_d, F, N, C, F); break;
+    case BWD_DOWN:   // dact = dres Wd
+        gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f); break;
+    case BWD_GU:     // dln = dgu [Wg; Wu]
+        gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f); break;
+    case BWD_O:      // datt = dres Wo
+        gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f); break;
+    case BWD_QKV:    // dln = dqkv Wqkv
+        gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f); break;
+    }
+}
+
+// The loss head on cn target rows: logits = hc lm_head^T, and its input gradient hc = dlogits lm_head.
+static void head_fwd(cuda_ctx *c, size_t cn) {
+    size_t C = c->d.hidden, V = c->d.vocab;
+    gemm_linear_fwd(c->gemm, c->logits, V, c->hc, C, c->lm_head, C, cn, V, C, nullptr, 1.0f, 0.0f);
+}
+static void head_dx(cuda_ctx *c, size_t cn) {
+    size_t C = c->d.hidden, V = c->d.vocab;
+    gemm_linear_dx(c->gemm, c->hc, C, c->logits, V, c->lm_head, C, cn, V, C, 1.0f, 0.0f);
 }
 
 // ---- one layer ---------------------------------------------------------------
@@ -313,15 +341,12 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     size_t N = c->N, C = d->hidden, F = d->inter, D = d->head_dim;
     float eps = (float)d->rms_eps;
     layer_w *w = &c->lw[li];
-    const lora_layout *l = c->l;
     mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln1, a->rstd1, x, w->ln1, N, C, eps, c->stream);
     mark(c, "fwd gemm");
-    gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f);
-    size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
-    const int qkv_mods[3] = {LORA_Q, LORA_K, LORA_V};
+    base_gemm(c, FWD_QKV, w, a, x, x_out, N);
     mark(c, "fwd lora");
-    lora_fwd_shared(c, qkv_mods, 3, a->qkv, c->dqkv, col, out, a, a->ln1, C, li, drop);
+    lora_fwd(c, &c->site[SITE_QKV], a->qkv, c->dqkv, a, a->ln1, C, li, drop);
     mark(c, "fwd rope");
     // q's heads and then k's are contiguous columns of qkv: one launch rotates both.
     k_rope(a->qkv, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
@@ -329,25 +354,22 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     if (c->att_short) att_short_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
     else if (c->att_lp) att_gemm_fwd(c->gemm, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
     else k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
-    // x_mid = x + o_proj(att): the residual add rides in the product's C input.
     mark(c, "fwd gemm");
-    gemm_linear_fwd_res(c->gemm, a->x_mid, x, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd);
+    base_gemm(c, FWD_O, w, a, x, x_out, N);
     mark(c, "fwd lora");
-    if (l->on[LORA_O]) lora_fwd(c, a->x_mid, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
+    lora_fwd(c, &c->site[SITE_O], a->x_mid, C, a, a->att, c->qd, li, drop);
     mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln2, a->rstd2, a->x_mid, w->ln2, N, C, eps, c->stream);
     mark(c, "fwd gemm");
-    gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f);
+    base_gemm(c, FWD_GU, w, a, x, x_out, N);
     mark(c, "fwd lora");
-    const int gu_mods[2] = {LORA_GATE, LORA_UP};
-    const size_t gu_col[2] = {0, F}, gu_out[2] = {F, F};
-    lora_fwd_shared(c, gu_mods, 2, a->gu, 2 * F, gu_col, gu_out, a, a->ln2, C, li, drop);
+    lora_fwd(c, &c->site[SITE_GU], a->gu, 2 * F, a, a->ln2, C, li, drop);
     mark(c, "fwd swiglu");
     k_swiglu_fwd(a->act, a->gu, N, F, c->stream);
     mark(c, "fwd gemm");
-    gemm_linear_fwd_res(c->gemm, x_out, a->x_mid, C, a->act, F, w->w_d, F, N, C, F);
+    base_gemm(c, FWD_DOWN, w, a, x, x_out, N);
     mark(c, "fwd lora");
-    if (l->on[LORA_DOWN]) lora_fwd(c, x_out, C, a->t[LORA_DOWN], a->act, F, C, li, LORA_DOWN, drop);
+    lora_fwd(c, &c->site[SITE_DOWN], x_out, C, a, a->act, F, li, drop);
 }
 
 // dres: gradient of the layer output on entry, of its input on return.
@@ -355,29 +377,26 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     const model_dims *d = &c->d;
     size_t N = c->N, C = d->hidden, F = d->inter, D = d->head_dim;
     layer_w *w = &c->lw[li];
-    const lora_layout *l = c->l;
     // MLP
     // The activation is kept with the layer's set (with recompute, the set the
     // layer's forward has just refilled): recomputing it cost 1.4% of a step.
     mark(c, "bwd gemm");
-    gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f);
+    base_gemm(c, BWD_DOWN, w, a, nullptr, nullptr, N);
     mark(c, "bwd lora");
-    if (l->on[LORA_DOWN]) lora_bwd(c, c->dact, c->dres, C, a->t[LORA_DOWN], a->act, F, C, li, LORA_DOWN, drop);
+    lora_bwd(c, &c->site[SITE_DOWN], c->dact, c->dres, C, a, a->act, F, li, drop);
     mark(c, "bwd swiglu");
     k_swiglu_bwd(c->dgu, c->dact, a->gu, N, F, c->stream);
     mark(c, "bwd gemm");
-    gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f);
+    base_gemm(c, BWD_GU, w, a, nullptr, nullptr, N);
     mark(c, "bwd lora");
-    const int gu_mods[2] = {LORA_GATE, LORA_UP};
-    const size_t gu_col[2] = {0, F}, gu_out[2] = {F, F};
-    lora_bwd_shared(c, gu_mods, 2, c->dln, c->dgu, 2 * F, gu_col, gu_out, a, a->ln2, C, li, drop);
+    lora_bwd(c, &c->site[SITE_GU], c->dln, c->dgu, 2 * F, a, a->ln2, C, li, drop);
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_mid, a->rstd2, w->ln2, N, C, 1, c->stream);
     // attention
     mark(c, "bwd gemm");
-    gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f);
+    base_gemm(c, BWD_O, w, a, nullptr, nullptr, N);
     mark(c, "bwd lora");
-    if (l->on[LORA_O]) lora_bwd(c, c->datt, c->dres, C, a->t[LORA_O], a->att, c->qd, C, li, LORA_O, drop);
+    lora_bwd(c, &c->site[SITE_O], c->datt, c->dres, C, a, a->att, c->qd, li, drop);
     mark(c, "bwd attention");
     if (c->att_short)
         att_short_bwd(c->dqkv_buf, c->datt, a->att, a->lse, a->qkv, &c->as, (float *)c->att_ws, c->stream);
@@ -388,11 +407,9 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     mark(c, "bwd rope");
     k_rope(c->dqkv_buf, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
     mark(c, "bwd gemm");
-    gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f);
-    size_t col[3] = {0, c->qd, c->qd + c->kvd}, out[3] = {c->qd, c->kvd, c->kvd};
-    const int qkv_mods[3] = {LORA_Q, LORA_K, LORA_V};
+    base_gemm(c, BWD_QKV, w, a, nullptr, nullptr, N);
     mark(c, "bwd lora");
-    lora_bwd_shared(c, qkv_mods, 3, c->dln, c->dqkv_buf, c->dqkv, col, out, a, a->ln1, C, li, drop);
+    lora_bwd(c, &c->site[SITE_QKV], c->dln, c->dqkv_buf, c->dqkv, a, a->ln1, C, li, drop);
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
 }
@@ -403,30 +420,16 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
 // cuBLASLt's algorithm choice is cached per 64-row bucket of the token count
 // (kernels/gemm.cu), and the first launch of each of its kernels loads that
 // kernel's module: measured 3.5-4.5 ms of idle GPU each time, mid-step, for
-// every bucket the data reaches for the first time. The calls mirror
-// layer_fwd, layer_bwd and the loss head (same buffers, strides, alignment),
-// so that the real calls find their plans cached.
+// every bucket the data reaches for the first time. base_gemm and the head
+// products are the layer passes' own calls (same buffers, strides, alignment),
+// so the real calls find their plans cached.
 static void warm_gemms(cuda_ctx *c) {
-    const model_dims *d = &c->d;
-    size_t C = d->hidden, F = d->inter, V = d->vocab, Nmax = c->max_tok;
-    layer_w *w = &c->lw[0];
-    layer_acts *a = &c->la[0];
+    size_t Nmax = c->max_tok;
     for (size_t nb = 320; nb < Nmax + 64; nb += 64) {
         size_t N = std::min(nb, Nmax);
         if (N <= 256) continue;
-        bfh *x = c->x_layers, *x_out = c->x_layers + c->max_tok * C;   // x_at(c, 0), x_at(c, 1)
-        gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f);
-        gemm_linear_fwd_res(c->gemm, a->x_mid, x, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd);
-        gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f);
-        gemm_linear_fwd_res(c->gemm, x_out, a->x_mid, C, a->act, F, w->w_d, F, N, C, F);
-        gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f);
-        gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f);
-        gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f);
-        gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f);
-        if (N <= c->logit_rows) {
-            gemm_linear_fwd(c->gemm, c->logits, V, c->hc, C, c->lm_head, C, N, V, C, nullptr, 1.0f, 0.0f);
-            gemm_linear_dx(c->gemm, c->hc, C, c->logits, V, c->lm_head, C, N, V, C, 1.0f, 0.0f);
-        }
+        for (int op = 0; op < BASE_OPS; op++) base_gemm(c, op, &c->lw[0], &c->la[0], x_at(c, 0), x_at(c, 1), N);
+        if (N <= c->logit_rows) { head_fwd(c, N); head_dx(c, N); }
     }
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
 }
@@ -480,7 +483,6 @@ static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
     CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
-static bfh *x_at(cuda_ctx *c, size_t i) { return c->x_layers + i * c->max_tok * c->d.hidden; }
 static layer_acts *acts_of(cuda_ctx *c, size_t i) {
     layer_acts *a = &c->la[c->recompute ? 0 : i];
     a->x_in = x_at(c, i);
@@ -546,10 +548,10 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
     for (size_t r0 = 0; r0 < c->n_t; r0 += c->logit_rows) {
         size_t cn = std::min(c->logit_rows, c->n_t - r0);
         k_gather_rows(c->hc, c->lnf, c->trow + r0, cn, C, s);
-        gemm_linear_fwd(c->gemm, c->logits, V, c->hc, C, c->lm_head, C, cn, V, C, nullptr, 1.0f, 0.0f);
+        head_fwd(c, cn);
         k_xent_fwd_bwd(c->logits, c->row_loss + r0, c->ttok + r0, cn, V, inv_n, grad, s);
         if (grad) {
-            gemm_linear_dx(c->gemm, c->hc, C, c->logits, V, c->lm_head, C, cn, V, C, 1.0f, 0.0f);
+            head_dx(c, cn);
             k_scatter_rows(c->dln, c->hc, c->trow + r0, cn, C, s);
         }
     }
@@ -885,6 +887,12 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->qd = d->heads * d->head_dim;
     c->kvd = d->kv_heads * d->head_dim;
     c->dqkv = c->qd + 2 * c->kvd;
+    // q, k, v: columns of qkv reading the first norm; gate, up: of gu reading the
+    // second; o and down alone.
+    c->site[SITE_QKV] = {3, {LORA_Q, LORA_K, LORA_V}, {0, c->qd, c->qd + c->kvd}, {c->qd, c->kvd, c->kvd}};
+    c->site[SITE_O] = {1, {LORA_O}, {0}, {d->hidden}};
+    c->site[SITE_GU] = {2, {LORA_GATE, LORA_UP}, {0, d->inter}, {d->inter, d->inter}};
+    c->site[SITE_DOWN] = {1, {LORA_DOWN}, {0}, {d->hidden}};
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     const char *pe = getenv("LORAPIPE_PROFILE");
     if (pe && *pe && strcmp(pe, "0")) {

@@ -1,11 +1,10 @@
 // tools/train/dist.c: rank discovery, rendezvous and the one-host launcher.
 #include "dist.h"
+#include "tcp.h"
 #include "atomic_out.h"
 #include "check.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,48 +90,35 @@ static void exchange_file(const dist_info *d, unsigned char *buf, size_t bytes) 
 }
 
 static void exchange_tcp(const dist_info *d, unsigned char *buf, size_t bytes) {
-    char port[16];
-    snprintf(port, sizeof port, "%d", d->master_port);
-    struct addrinfo hints = {0}, *ai;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = d->rank == 0 ? AI_PASSIVE : 0;
-    int e = getaddrinfo(d->rank == 0 ? NULL : d->master_addr, port, &hints, &ai);
-    if (e) die("rank %d: MASTER_ADDR %s:%s: %s", d->rank, d->master_addr, port, gai_strerror(e));
     if (d->rank == 0) {
-        int s = socket(ai->ai_family, SOCK_STREAM, 0), one = 1;
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (s < 0 || bind(s, ai->ai_addr, ai->ai_addrlen) || listen(s, d->world))
-            die("rank 0: cannot listen on port %s: %s", port, strerror(errno));
+        int port, s = tcp_listen(d->master_port, d->world, &port);
         for (int k = 1; k < d->world; k++) {
             int c = accept(s, NULL, NULL);
-            if (c < 0) die("rank 0: accept on port %s: %s", port, strerror(errno));
+            if (c < 0) die("rank 0: accept on port %d: %s", port, strerror(errno));
             if (write(c, buf, bytes) != (ssize_t)bytes) die("rank 0: sending the NCCL id: %s", strerror(errno));
             close(c);
         }
         close(s);
-    } else {
-        double t0 = now();
-        for (;;) {
-            int s = socket(ai->ai_family, SOCK_STREAM, 0);
-            if (s >= 0 && connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
-                size_t got = 0;
-                while (got < bytes) {
-                    ssize_t n = read(s, buf + got, bytes - got);
-                    if (n <= 0) break;
-                    got += (size_t)n;
-                }
-                close(s);
-                if (got == bytes) break;
-            } else if (s >= 0) {
-                close(s);
-            }
-            if (now() - t0 > RDZV_TIMEOUT_S)
-                die("rank %d: rank 0 at %s:%s did not answer within %d s", d->rank, d->master_addr, port, RDZV_TIMEOUT_S);
-            usleep(100000);
-        }
+        return;
     }
-    freeaddrinfo(ai);
+    double t0 = now();
+    for (;;) {
+        int s = tcp_connect_once(d->master_addr, d->master_port, d->rank);
+        if (s >= 0) {
+            size_t got = 0;
+            while (got < bytes) {
+                ssize_t n = read(s, buf + got, bytes - got);
+                if (n <= 0) break;
+                got += (size_t)n;
+            }
+            close(s);
+            if (got == bytes) return;
+        }
+        if (now() - t0 > RDZV_TIMEOUT_S)
+            die("rank %d: rank 0 at %s:%d did not answer within %d s", d->rank, d->master_addr, d->master_port,
+                RDZV_TIMEOUT_S);
+        usleep(100000);
+    }
 }
 
 void dist_exchange(const dist_info *d, unsigned char *buf, size_t bytes) {

@@ -7,11 +7,11 @@
 // seconds instead of a hang; EINTR (a SIGTERM asking the loop to stop) is
 // retried, since the loop itself decides when to leave.
 #include "host_comm.h"
+#include "tcp.h"
 #include "atomic_out.h"
 #include "check.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -231,58 +231,6 @@ static void hello_check(const hello *mine, const hello *h, const unsigned char *
 }
 
 // ---- connecting ------------------------------------------------------------------
-static int listen_on(int port, int backlog, int *bound_port) {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {0}, *ai, *a;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    int e = getaddrinfo(NULL, ps, &hints, &ai);
-    if (e) die("rank 0: port %s: %s", ps, gai_strerror(e));
-    int s = -1, err = 0;
-    // IPv6 first where the resolver lists it: with V6ONLY off it takes IPv4 peers too.
-    for (a = ai; a; a = a->ai_next) {
-        s = socket(a->ai_family, SOCK_STREAM, 0);
-        if (s < 0) { err = errno; continue; }
-        int one = 1, zero = 0;
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (a->ai_family == AF_INET6) setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        if (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, backlog) == 0) break;
-        err = errno;
-        close(s);
-        s = -1;
-    }
-    freeaddrinfo(ai);
-    if (s < 0) die("rank 0: cannot listen on port %s: %s", ps, strerror(err));
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(s, (struct sockaddr *)&ss, &sl);
-    *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    return s;
-}
-
-// One attempt at host:port; -1 when nobody answers (yet).
-static int connect_once(const char *host, int port, int rank) {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {0}, *ai, *a;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int e = getaddrinfo(host, ps, &hints, &ai);
-    if (e) die("rank %d: rank 0's address %s:%s: %s", rank, host, ps, gai_strerror(e));
-    int s = -1;
-    for (a = ai; a; a = a->ai_next) {
-        s = socket(a->ai_family, SOCK_STREAM, 0);
-        if (s >= 0 && connect(s, a->ai_addr, a->ai_addrlen) == 0) break;
-        if (s >= 0) close(s);
-        s = -1;
-    }
-    freeaddrinfo(ai);
-    return s;
-}
-
 // "host port" as rank 0 wrote it; 0 when the file is not there (yet).
 static int read_rdzv(const char *path, char *host, size_t n, int *port) {
     FILE *f = fopen(path, "r");
@@ -314,7 +262,7 @@ static void open_rank0(host_comm *c, const host_comm_cfg *cfg, const hello *mine
     double deadline = now_s() + c->timeout;
     int use_file = cfg->rdzv_file && cfg->rdzv_file[0];
     int port = 0;
-    int ls = listen_on(use_file ? 0 : cfg->master_port, c->world, &port);
+    int ls = tcp_listen(use_file ? 0 : cfg->master_port, c->world, &port);
     if (use_file) publish_rdzv(cfg->rdzv_file, port);
     unsigned char *seen = xcalloc((size_t)c->world, 1);
     hello *h = xmalloc(sizeof *h);
@@ -366,7 +314,7 @@ static void open_peer(host_comm *c, const host_comm_cfg *cfg, const hello *mine)
         int port = cfg->master_port, fd = -1;
         snprintf(host, sizeof host, "%s", cfg->master_addr ? cfg->master_addr : "");
         // Rank 0 loads the model before it listens: keep trying until the deadline.
-        if (!use_file || read_rdzv(cfg->rdzv_file, host, sizeof host, &port)) fd = connect_once(host, port, c->rank);
+        if (!use_file || read_rdzv(cfg->rdzv_file, host, sizeof host, &port)) fd = tcp_connect_once(host, port, c->rank);
         if (fd >= 0) {
             link_setup(fd);
             int bad;
