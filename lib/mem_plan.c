@@ -29,20 +29,26 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
     size_t r = in->r, nmods = 0;
     for (int k = 0; k < LORA_NMOD; k++) nmods += in->on[k] != 0;
     memset(m, 0, sizeof *m);
+    // A stage's layers; the first stage looks tokens up, the last one holds the loss head.
+    size_t l0 = in->layer1 ? in->layer0 : 0, l1 = in->layer1 ? in->layer1 : L, SL = l1 - l0;
+    int first = l0 == 0, last = l1 == L;
 
     // Frozen weights, bf16: embedding (unless kept on the host), lm_head (untied), final norm, layers,
     // and the fp32 RoPE frequencies.
+    // A last stage of a tied model keeps its own copy of the table as lm_head.
     int embed_host = in->recompute && !d->tied;
     size_t w = 0;
-    if (!embed_host) w += arena_round(V * C * BF);
-    else m->embed_host = V * C * BF;
-    if (!d->tied) w += arena_round(V * C * BF);
-    w += arena_round(C * BF);
+    if (first) {
+        if (!embed_host) w += arena_round(V * C * BF);
+        else m->embed_host = V * C * BF;
+    }
+    if (last && (!d->tied || !first)) w += arena_round(V * C * BF);
+    if (last) w += arena_round(C * BF);
     // Layers: all of them, or with host offload two slots that the layers stream through.
     m->layer_bytes = arena_round(dqkv * C * BF) + arena_round(dqkv * BF) + arena_round(C * qd * BF) +
                      arena_round(2 * F * C * BF) + arena_round(C * F * BF) + 2 * arena_round(C * BF);
-    w += (in->offload ? min2(2, L) : L) * m->layer_bytes;
-    m->host_layers = in->offload ? L * m->layer_bytes : 0;
+    w += (in->offload ? min2(2, SL) : SL) * m->layer_bytes;
+    m->host_layers = in->offload ? SL * m->layer_bytes : 0;
     w += arena_round(D / 2 * F4);
     m->weights = w;
 
@@ -58,15 +64,16 @@ void mem_plan_compute(mem_plan *m, const mem_plan_in *in) {
               arena_round((nt ? nt : 1) * F4);
 
     // Activations: every layer's input, then what the backward pass reads (one shared set with recompute).
-    size_t sets = in->recompute ? 1 : L;
-    m->activations = arena_round((L + 1) * N * C * BF) +
+    size_t sets = in->recompute ? 1 : SL;
+    m->activations = arena_round((SL + 1) * N * C * BF) +
                      sets * (arena_round(N * C * BF) + arena_round(N * dqkv * BF) + arena_round(N * qd * BF) +
                              2 * arena_round(N * C * BF) + arena_round(N * 2 * F * BF) + arena_round(N * F * BF) +
                              2 * arena_round(N * F4) +
                              arena_round(H * N * F4) + nmods * arena_round(N * r * BF));
 
     // Workspace: norms, gradients of the residual stream, q/k/v and MLP, the logits chunk, index arrays.
-    m->logit_rows = min2(N, in->recompute ? 256 : 2048);
+    // Only the last stage computes the loss: other stages carve no logits chunk.
+    m->logit_rows = last ? min2(N, in->recompute ? 256 : 2048) : 0;
     size_t maxIF = max2(max2(C, F), qd);
     size_t drop_n = in->dropout && !in->lora_fused ? N * maxIF : 1;
     // The fused dA / dB scratch holds partial sums for a whole group (q, k, v) at once.

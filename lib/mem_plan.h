@@ -30,6 +30,10 @@ typedef struct {
     int lora_fused;            // fused LoRA input kernels (no dropout scratch)
     int attention_kernel;      // force the streaming attention kernels (no tiles)
     int offload;               // host offload: layer weights in pinned host memory, two device slots
+    // A pipeline stage (a plan with stages_per_replica > 1) holds layers
+    // [layer0, layer1) only; the first stage the embedding, the last the final
+    // norm, lm_head and the logits chunk. layer1 == 0: the whole model.
+    size_t layer0, layer1;
 } mem_plan_in;
 
 typedef struct {

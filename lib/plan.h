@@ -31,6 +31,13 @@ typedef struct {
     int recompute;
     int offload;               // "host_offload"
     unsigned long long memory_cap;
+    size_t layers;             // "model"."layers"
+    // Pipeline stages, from "placement" (every replica is cut alike): stage s
+    // holds layers [bounds[s], bounds[s + 1]); bounds has stages + 1 entries,
+    // bounds[0] = 0 and bounds[stages] = layers.
+    size_t *bounds;
+    // The GPU index of rank replica * stages + stage (replicas * stages entries).
+    int *gpu;
 } plan;
 
 // Read and check a plan file: -1 with a one-line message naming the file and key.
