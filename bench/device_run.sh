@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/device_run.sh: what one call on the GPU machine runs, from the repo root.
-#   bench/device_run.sh STAGE...     stages: info tests model curve speed anchor bench
+#   bench/device_run.sh STAGE...     stages: info tests model curve prof speed anchor bench multi offload pipe dptest
 # Inputs (built and gathered on the CPU machine, carried in .carry/ and bin/, build/):
 #   .carry/hh.jsonl           tokenize's output for huanhuan (tutorial system prompt, --max-len 128)
 #   .carry/hh_b1a16.pack      pack --batch-size 1 --accum 16 --seed 42 --keep-empty (the tutorial's batches)
@@ -118,6 +118,23 @@ offload)
     STEPS=${OFFLOAD_STEPS:-8} ours off8 .carry/hh_b16.pack --plan /tmp/plan8.json
     STEPS=${OFFLOAD_STEPS:-8} ours lean8 .carry/hh_b16.pack --recompute
     cmp /tmp/run-off8/adapter_model.safetensors /tmp/run-lean8/adapter_model.safetensors && log "offload adapter identical to the in-memory run"
+    ;;
+pipe)
+    # Pipeline stages on one GPU: the GPU tests, then the 7B shape cut by shard-plan for two
+    # 12 GiB GPUs, both stages placed on this GPU: each stage's memory against the plan's, and
+    # the adapter after the same steps against the one-process run's (must be identical).
+    timeout 300 bats --tap tests/gpu/pipeline_gpu.bats > "$OUT/pipeline_gpu.tap" 2>&1
+    grep -E "^(ok|not ok)|#" "$OUT/pipeline_gpu.tap" | head -40 | tee -a "$OUT/summary.txt"
+    bin/shard-plan --model "$MODEL" --gpus 2x12GiB --pack .carry/hh_b16.pack -o /tmp/plan2s.json 2> "$OUT/shard-plan2s.log"
+    cat "$OUT/shard-plan2s.log" >> "$OUT/summary.txt"; cp /tmp/plan2s.json "$OUT/plan2s.json"
+    jq -c '{replicas, stages_per_replica, recompute, memory_per_gpu, predicted_tokens_per_s,
+            placement: [.placement[] | {stage, layers, memory}]}' /tmp/plan2s.json | tee -a "$OUT/summary.txt"
+    jq '.placement |= map(.gpu = 0) | .gpus |= map(.usable_bytes = .memory_bytes)' /tmp/plan2s.json > /tmp/plan2s1.json
+    STEPS=${PIPE_STEPS:-8} ours pipe2 .carry/hh_b16.pack --plan /tmp/plan2s1.json
+    grep "rank .*layers" "$OUT/pipe2.log" | tee -a "$OUT/summary.txt"
+    STEPS=${PIPE_STEPS:-8} ours pipe1 .carry/hh_b16.pack $(jq -r 'if .recompute then "--recompute" else "" end' /tmp/plan2s.json)
+    cmp /tmp/run-pipe2/adapter_model.safetensors /tmp/run-pipe1/adapter_model.safetensors \
+        && log "2-stage adapter identical to the one-process run" || log "2-stage adapter DIFFERS from the one-process run"
     ;;
 dptest)
     timeout 300 bats --tap tests/gpu/dp_gpu.bats > "$OUT/dp_gpu.tap" 2>&1

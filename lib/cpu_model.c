@@ -359,11 +359,18 @@ static double loss_fwd_bwd(const cpu_model *m, const float *h, const micro_batch
 }
 
 // ---- whole model -----------------------------------------------------------
+// Layers [l0, l1) of the model (a pipeline stage; the whole model when st is
+// NULL). The first stage starts from the embedding, a later one from st->x_in;
+// the last stage ends in the loss, an earlier one writes st->x_out (forward
+// only) or, with grads, takes its output's gradient from st->dx_out. With
+// grads the gradient of the stage input goes to st->dx_in when it is not NULL.
 static double run(const cpu_model *m, const lora_layout *l, const float *params, float *grads,
-                  const micro_batch *mb, float inv_n, dropout_cfg drop) {
+                  const micro_batch *mb, float inv_n, dropout_cfg drop, const cpu_stage *st) {
     const model_dims *d = &m->d;
     size_t N = mb->n_tok, C = d->hidden, F = d->inter, H = d->heads, G = d->kv_heads, D = d->head_dim;
     size_t qd = H * D, kvd = G * D, r = l->r, Lyr = d->layers;
+    size_t l0 = st && st->layer1 ? st->layer0 : 0, l1 = st && st->layer1 ? st->layer1 : Lyr;
+    int first = l0 == 0, last = l1 == Lyr;
     float eps = (float)d->rms_eps;
     if (N == 0) return 0.0;
     size_t maxL = 0;
@@ -379,11 +386,15 @@ static double run(const cpu_model *m, const lora_layout *l, const float *params,
     layer_acts *A = xcalloc(Lyr, sizeof *A);
     float *scratch = arena_floats(&acts_arena, N * (C > F ? C : F));   // dropout(x)
     float *x = arena_floats(&acts_arena, N * C);
-    for (size_t i = 0; i < N; i++) {
-        CHECK(mb->ids[i] < d->vocab, "token id %u >= vocabulary %zu", mb->ids[i], d->vocab);
-        memcpy(x + i * C, m->embed + (size_t)mb->ids[i] * C, C * sizeof(float));
+    if (first) {
+        for (size_t i = 0; i < N; i++) {
+            CHECK(mb->ids[i] < d->vocab, "token id %u >= vocabulary %zu", mb->ids[i], d->vocab);
+            memcpy(x + i * C, m->embed + (size_t)mb->ids[i] * C, C * sizeof(float));
+        }
+    } else {
+        memcpy(x, st->x_in, N * C * sizeof(float));
     }
-    for (size_t li = 0; li < Lyr; li++) {
+    for (size_t li = l0; li < l1; li++) {
         const cpu_layer *w = &m->layer[li];
         layer_acts *a = &A[li];
         a->x_in = x;
@@ -420,21 +431,30 @@ static double run(const cpu_model *m, const lora_layout *l, const float *params,
         for (size_t i = 0; i < N * C; i++) x_out[i] += a->x_mid[i];
         x = x_out;
     }
-    float *lnf = arena_floats(&acts_arena, N * C), *rstdf = arena_floats(&acts_arena, N);
-    rmsnorm_fwd(lnf, rstdf, x, m->norm_f, N, C, eps);
     float *dres = grads ? arena_floats(&acts_arena, N * C) : NULL;
     float *dln = grads ? arena_floats(&acts_arena, N * C) : NULL;
-    double loss = loss_fwd_bwd(m, lnf, mb, inv_n, dln);
+    double loss = 0.0;
+    if (last) {
+        float *lnf = arena_floats(&acts_arena, N * C), *rstdf = arena_floats(&acts_arena, N);
+        rmsnorm_fwd(lnf, rstdf, x, m->norm_f, N, C, eps);
+        loss = loss_fwd_bwd(m, lnf, mb, inv_n, dln);
+        if (grads) {
+            memset(dres, 0, N * C * sizeof(float));
+            rmsnorm_bwd(dres, dln, x, rstdf, m->norm_f, N, C);
+        }
+    } else if (!grads) {
+        memcpy(st->x_out, x, N * C * sizeof(float));
+    } else {
+        memcpy(dres, st->dx_out, N * C * sizeof(float));
+    }
     if (!grads) { free(A); arena_reset(&acts_arena); return loss; }
 
     // ---- backward --------------------------------------------------------------
-    memset(dres, 0, N * C * sizeof(float));
-    rmsnorm_bwd(dres, dln, x, rstdf, m->norm_f, N, C);
     float *dq = arena_floats(&acts_arena, N * qd), *datt = arena_floats(&acts_arena, N * qd);
     float *dk = arena_floats(&acts_arena, N * kvd), *dv = arena_floats(&acts_arena, N * kvd);
     float *dg = arena_floats(&acts_arena, N * F), *du = arena_floats(&acts_arena, N * F);
     float *dact = arena_floats(&acts_arena, N * F), *dt = arena_floats(&acts_arena, N * r);
-    for (size_t li = Lyr; li-- > 0;) {
+    for (size_t li = l1; li-- > l0;) {
         const cpu_layer *w = &m->layer[li];
         layer_acts *a = &A[li];
         // MLP: x_out = x_mid + down(silu(g) * u)
@@ -458,6 +478,7 @@ static double run(const cpu_model *m, const lora_layout *l, const float *params,
         linear_bwd(dln, 1.0f, dv, a->ln1, w->wv, a->t[LORA_V], N, kvd, C, lora_get(l, params, grads, li, LORA_V), l, drop, li, LORA_V, scratch, dt);
         rmsnorm_bwd(dres, dln, a->x_in, a->rstd1, w->ln1, N, C);      // dres = d x_in
     }
+    if (st && st->dx_in) memcpy(st->dx_in, dres, N * C * sizeof(float));
     free(A);
     arena_reset(&acts_arena);
     return loss;
@@ -465,10 +486,15 @@ static double run(const cpu_model *m, const lora_layout *l, const float *params,
 
 double cpu_forward_backward(const cpu_model *m, const lora_layout *l, const float *params, float *grads,
                             const micro_batch *mb, float inv_n, dropout_cfg drop) {
-    return run(m, l, params, grads, mb, inv_n, drop);
+    return run(m, l, params, grads, mb, inv_n, drop, NULL);
 }
 
 double cpu_forward_loss(const cpu_model *m, const lora_layout *l, const float *params, const micro_batch *mb) {
     dropout_cfg none = {0};
-    return run(m, l, params, NULL, mb, 0.0f, none);
+    return run(m, l, params, NULL, mb, 0.0f, none, NULL);
+}
+
+double cpu_stage_run(const cpu_model *m, const lora_layout *l, const float *params, float *grads,
+                     const micro_batch *mb, float inv_n, dropout_cfg drop, const cpu_stage *st) {
+    return run(m, l, params, grads, mb, inv_n, drop, st);
 }

@@ -47,6 +47,25 @@ size_t micro_batch_targets(const micro_batch *mb);
 // grads (same layout as lora_params). Returns the summed loss over targets.
 double cpu_forward_backward(const cpu_model *m, const lora_layout *l, const float *lora_params,
                             float *grads, const micro_batch *mb, float inv_n, dropout_cfg drop);
+// A pipeline stage's share of a micro-batch: layers [layer0, layer1) (layer1 ==
+// 0: all). The first stage (layer0 == 0) starts from the embedding, a later one
+// from x_in; the last (layer1 == layers) ends in the loss and returns it.
+//   grads NULL, not last: forward only, the output to x_out;
+//   grads NULL, last:     forward and loss (evaluation);
+//   grads, last:          forward, loss, backward;
+//   grads, not last:      the forward again, then the backward from dx_out.
+// With grads, dx_in (when not NULL) receives the gradient of the stage input.
+// Dropout masks are keyed by the model's layer index, so stages draw the masks
+// the whole model draws.
+typedef struct {
+    size_t layer0, layer1;
+    const float *x_in;     // (N, C)
+    float *x_out;          // (N, C)
+    const float *dx_out;   // (N, C)
+    float *dx_in;          // (N, C)
+} cpu_stage;
+double cpu_stage_run(const cpu_model *m, const lora_layout *l, const float *params, float *grads,
+                     const micro_batch *mb, float inv_n, dropout_cfg drop, const cpu_stage *st);
 // Forward only (evaluation): the summed loss over targets.
 double cpu_forward_loss(const cpu_model *m, const lora_layout *l, const float *lora_params,
                         const micro_batch *mb);

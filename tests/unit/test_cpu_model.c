@@ -65,6 +65,28 @@ int main(void) {
     T_OK(md <= 1e-6 + 1e-5 * mg, "packed gradients equal the sequences apart (max diff %.3g, max %.3g)", md, mg);
     T_NEAR(cpu_forward_loss(&m, &l, p, &packed), loss_packed, 1e-6, 1e-7, "forward-only loss");
 
+    // Pipeline stages: layer 0 then layer 1 (forward, last stage's forward +
+    // backward, first stage's backward from the passed gradient) give the whole
+    // model's loss and gradients bit for bit, with dropout too (keyed by layer).
+    for (int with_drop = 0; with_drop < 2; with_drop++) {
+        dropout_cfg drop = {with_drop ? 0.3f : 0.0f, 777};
+        float *g_whole = calloc(l.n_params, sizeof(float)), *g_st = calloc(l.n_params, sizeof(float));
+        double lw = cpu_forward_backward(&m, &l, p, g_whole, &packed, inv, drop);
+        float *h = calloc(N * C, sizeof(float)), *dh = calloc(N * C, sizeof(float));
+        cpu_stage s0 = {.layer0 = 0, .layer1 = 1, .x_out = h};
+        T_NEAR(cpu_stage_run(&m, &l, p, NULL, &packed, inv, drop, &s0), 0.0, 0, 0, "a first stage has no loss");
+        cpu_stage s1 = {.layer0 = 1, .layer1 = 2, .x_in = h, .dx_in = dh};
+        double ls = cpu_stage_run(&m, &l, p, g_st, &packed, inv, drop, &s1);
+        T_NEAR(cpu_stage_run(&m, &l, p, NULL, &packed, inv, drop, &s1), ls, 0, 0, "the last stage's forward-only loss");
+        cpu_stage b0 = {.layer0 = 0, .layer1 = 1, .dx_out = dh};
+        cpu_stage_run(&m, &l, p, g_st, &packed, inv, drop, &b0);
+        T_OK(ls == lw, "stages' loss equals the whole model's (%.9g vs %.9g, dropout %d)", ls, lw, with_drop);
+        size_t diff = 0;
+        for (size_t i = 0; i < l.n_params; i++) diff += g_st[i] != g_whole[i];
+        T_OK(diff == 0, "stages' gradients equal the whole model's bit for bit (%zu differ, dropout %d)", diff, with_drop);
+        free(g_whole); free(g_st); free(h); free(dh);
+    }
+
     // Finite differences on a sample of parameters, without and with dropout.
     for (int with_drop = 0; with_drop < 2; with_drop++) {
         dropout_cfg drop = {with_drop ? 0.3f : 0.0f, 12345};

@@ -40,6 +40,17 @@ struct backend {
     double (*grad_norm)(backend *b);
     // Clip by clip, then AdamW with lr; step is the 1-based optimizer step.
     void (*adamw)(backend *b, float clip, double lr, size_t step);
+    // Pipeline stages (a plan with stages_per_replica > 1; tools/train/pipeline.c):
+    // this backend holds layers [train_opts.layer0, layer1) and runs its share
+    // of a micro-batch with the semantics of cpu_stage_run (lib/cpu_model.h).
+    // x_in, x_out, dx_out, dx_in are host buffers of n_tok x hidden values of
+    // stage_elt bytes (fp32 on the CPU, bf16 on CUDA); grad selects the backward.
+    size_t stage_elt;
+    double (*stage_step)(backend *b, const micro_batch *mb, const void *x_in, void *x_out, const void *dx_out,
+                         void *dx_in, float inv_n, dropout_cfg drop, int grad);
+    // The ranks' host collectives, which also carry the stages' point-to-point
+    // messages (NULL on one rank).
+    struct host_comm *(*comm)(backend *b);
     // Bytes of memory held, for the start-up report (by arena).
     void (*report)(backend *b);
     void (*destroy)(backend *b);

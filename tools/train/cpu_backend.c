@@ -26,6 +26,8 @@ typedef struct {
     size_t act_bytes;
     host_comm *comm;           // data-parallel ranks; NULL on one rank
     size_t step;               // the optimizer step under way (1-based; 0 before the first)
+    size_t layer0, layer1;     // the layers this rank holds (a pipeline stage; all of them otherwise)
+    int rank;
 } cpu_ctx;
 
 static const float *load(cpu_ctx *c, const hf_model *hm, const char *name) {
@@ -67,6 +69,15 @@ static double micro_step(backend *b, const micro_batch *mb, float inv_n, dropout
     return cpu_forward_backward(&c->m, c->l, c->params, c->grads, mb, inv_n, drop);
 }
 
+static double stage_step(backend *b, const micro_batch *mb, const void *x_in, void *x_out, const void *dx_out,
+                         void *dx_in, float inv_n, dropout_cfg drop, int grad) {
+    cpu_ctx *c = b->ctx;
+    cpu_stage st = {c->layer0, c->layer1, x_in, x_out, dx_out, dx_in};
+    return cpu_stage_run(&c->m, c->l, c->params, grad ? c->grads : NULL, mb, inv_n, drop, &st);
+}
+
+static host_comm *comm_of(backend *b) { return ((cpu_ctx *)b->ctx)->comm; }
+
 static double eval_loss(backend *b, const micro_batch *mb) {
     cpu_ctx *c = b->ctx;
     return cpu_forward_loss(&c->m, c->l, c->params, mb);
@@ -106,8 +117,11 @@ static void report(backend *b) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    fprintf(stderr, "train: memory: frozen weights %s (fp32), LoRA state %s, activations up to %s; "
-            "%d thread(s), GEMM: %s\n", fmt_bytes((double)c->weights.cap, w, sizeof w),
+    char who[64] = "";
+    if (c->layer0 > 0 || c->layer1 < c->m.d.layers)
+        snprintf(who, sizeof who, "rank %d (layers %zu-%zu) ", c->rank, c->layer0, c->layer1 - 1);
+    fprintf(stderr, "train: %smemory: frozen weights %s (fp32), LoRA state %s, activations up to %s; "
+            "%d thread(s), GEMM: %s\n", who, fmt_bytes((double)c->weights.used, w, sizeof w),
             fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->act_bytes, a, sizeof a), threads,
             gemm_backend());
 }
@@ -135,9 +149,10 @@ static void comm_settings(char *buf, size_t n, const train_opts *o, const model_
         if (l->on[m]) { strcat(tg, tg[0] ? "," : ""); strcat(tg, lora_module_name(m)); }
     snprintf(buf, n, "model=L%zu/H%zu/F%zu/V%zu/heads%zu:%zu/tied%d lora-r=%zu lora-alpha=%g rslora=%d target=%s "
              "lora-dropout=%g lr=%g schedule=%s warmup=%zu steps=%zu weight-decay=%g max-grad-norm=%g betas=%g,%g "
-             "eps=%g seed=%u", d->layers, d->hidden, d->inter, d->vocab, d->heads, d->kv_heads, d->tied, l->r,
-             l->alpha, l->rslora, tg, o->lora_dropout, oc->lr, sched_name(oc->sched), oc->warmup_steps,
-             oc->total_steps, oc->weight_decay, oc->max_grad_norm, oc->beta1, oc->beta2, oc->eps, o->seed);
+             "eps=%g seed=%u stages=%s", d->layers, d->hidden, d->inter, d->vocab, d->heads, d->kv_heads, d->tied,
+             l->r, l->alpha, l->rslora, tg, o->lora_dropout, oc->lr, sched_name(oc->sched), oc->warmup_steps,
+             oc->total_steps, oc->weight_decay, oc->max_grad_norm, oc->beta1, oc->beta2, oc->eps, o->seed,
+             o->stages > 1 ? o->stage_bounds : "1");
 }
 
 backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void *model, const lora_layout *l,
@@ -147,16 +162,25 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
     c->l = l;
     c->oc = oc;
     c->m.d = *d;
-    // Size the weight arena from the tensors it will hold.
+    // A pipeline stage converts only what it computes with: its layers, the
+    // embedding on the first stage, the final norm and lm_head on the last.
+    c->rank = o->rank;
+    c->layer0 = o->layer1 ? o->layer0 : 0;
+    c->layer1 = o->layer1 ? o->layer1 : d->layers;
+    int first = c->layer0 == 0, last = c->layer1 == d->layers;
+    // Size the weight arena from the tensors it will hold (at most all of them).
     size_t total = 0;
     for (size_t i = 0; i < hm->n; i++) total += arena_round(hm->by_name[i]->numel * sizeof(float));
+    if (!first || !last) total += arena_round(d->vocab * d->hidden * sizeof(float));   // a tied head's own copy
     arena_init(&c->weights, "weights", total);
     char name[128];
-    c->m.embed = load(c, hm, "model.embed_tokens.weight");
-    c->m.lm_head = d->tied ? c->m.embed : load(c, hm, "lm_head.weight");
-    c->m.norm_f = load(c, hm, "model.norm.weight");
+    if (first) c->m.embed = load(c, hm, "model.embed_tokens.weight");
+    if (last) {
+        c->m.lm_head = d->tied ? (first ? c->m.embed : load(c, hm, "model.embed_tokens.weight")) : load(c, hm, "lm_head.weight");
+        c->m.norm_f = load(c, hm, "model.norm.weight");
+    }
     c->m.layer = xcalloc(d->layers, sizeof(cpu_layer));
-    for (size_t i = 0; i < d->layers; i++) {
+    for (size_t i = c->layer0; i < c->layer1; i++) {
         cpu_layer *w = &c->m.layer[i];
 #define W(field, suffix) (snprintf(name, sizeof name, "model.layers.%zu.%s", i, suffix), w->field = load(c, hm, name))
         W(ln1, "input_layernorm.weight"); W(ln2, "post_attention_layernorm.weight");
@@ -178,15 +202,21 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
     if (o->world > 1) {
         char settings[1024];
         comm_settings(settings, sizeof settings, o, d, l, oc);
+        // A stage talks to its neighbours in the replica directly.
+        int peers[2], np = 0;
+        if (o->stages > 1 && o->stage > 0) peers[np++] = o->rank - 1;
+        if (o->stages > 1 && o->stage + 1 < o->stages) peers[np++] = o->rank + 1;
         host_comm_cfg hc = {.rank = o->rank, .world = o->world, .rdzv_file = o->rdzv_file,
                             .master_addr = o->master_addr, .master_port = o->master_port,
-                            .arena_floats = l->n_params, .settings = settings, .out_dir = o->out_dir};
+                            .arena_floats = l->n_params, .settings = settings, .out_dir = o->out_dir,
+                            .p2p_peers = peers, .n_p2p_peers = (size_t)np};
         c->comm = host_comm_open(&hc);
     }
     backend *b = xcalloc(1, sizeof *b);
     *b = (backend){.name = "cpu", .ctx = c, .set_state = set_state, .get_state = get_state, .zero_grads = zero_grads, .get_grads = get_grads,
                    .micro_step = micro_step, .eval_loss = eval_loss, .begin_step = begin_step, .reduce_grads = reduce_grads,
                    .allreduce = allreduce,
-                   .grad_norm = grad_norm, .adamw = adamw, .report = report, .destroy = destroy};
+                   .grad_norm = grad_norm, .adamw = adamw, .report = report, .destroy = destroy,
+                   .stage_elt = sizeof(float), .stage_step = stage_step, .comm = comm_of};
     return b;
 }

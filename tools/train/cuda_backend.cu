@@ -12,6 +12,7 @@
 
 extern "C" {
 #include "dist.h"
+#include "host_comm.h"
 #include "train.h"
 #include "arena.h"
 #include "check.h"
@@ -96,6 +97,12 @@ struct cuda_ctx {
     profiler prof;
     int rank, world;
     nccl_api *nccl;                   // data-parallel communicator (world > 1)
+    // Pipeline stages: this rank's layers [l0, l1); its collectives and the
+    // stages' messages go through host memory (host_comm), which also lets two
+    // stages share one GPU. The gradient all-reduce stages through grads_host.
+    size_t l0, l1;
+    host_comm *hcomm;
+    float *grads_host;
     double *red_dev;                  // scratch for scalar all-reduces
     model_dims d;
     const lora_layout *l;
@@ -294,7 +301,8 @@ static void lora_bwd(cuda_ctx *c, const lora_site *st, bfh *dx, const bfh *dy, s
 }
 
 // Layer i's input (i = L: the final norm's), N tokens of row stride hidden.
-static bfh *x_at(cuda_ctx *c, size_t i) { return c->x_layers + i * c->max_tok * c->d.hidden; }
+// A pipeline stage keeps its own layers' inputs only: i runs over [l0, l1].
+static bfh *x_at(cuda_ctx *c, size_t i) { return c->x_layers + (i - c->l0) * c->max_tok * c->d.hidden; }
 
 // ---- the frozen weights' products ----------------------------------------------
 // In one place for the layer passes and for the start-up warm-up (warm_gemms),
@@ -428,7 +436,7 @@ static void warm_gemms(cuda_ctx *c) {
     for (size_t nb = 320; nb < Nmax + 64; nb += 64) {
         size_t N = std::min(nb, Nmax);
         if (N <= 256) continue;
-        for (int op = 0; op < BASE_OPS; op++) base_gemm(c, op, &c->lw[0], &c->la[0], x_at(c, 0), x_at(c, 1), N);
+        for (int op = 0; op < BASE_OPS; op++) base_gemm(c, op, &c->lw[c->l0], &c->la[0], x_at(c, c->l0), x_at(c, c->l0 + 1), N);
         if (N <= c->logit_rows) { head_fwd(c, N); head_dx(c, N); }
     }
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
@@ -483,8 +491,13 @@ static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
     CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
+static layer_acts *acts_of(cuda_ctx *c, size_t i);
+// The backward pass through this rank's layers, dres holding the gradient of
+// their output on entry and of their input on return.
+static void stage_backward(cuda_ctx *c, dropout_cfg drop);
+
 static layer_acts *acts_of(cuda_ctx *c, size_t i) {
-    layer_acts *a = &c->la[c->recompute ? 0 : i];
+    layer_acts *a = &c->la[c->recompute ? 0 : i - c->l0];
     a->x_in = x_at(c, i);
     return a;
 }
@@ -512,15 +525,37 @@ static void layer_release(cuda_ctx *c, size_t i) {
     if (c->offload) CUDA_CHECK(cudaEventRecord(c->slot_free[i & 1], c->stream));
 }
 
-// Forward of the whole model; returns the summed loss over targets; with
-// grad, the backward pass adds inv_n-scaled LoRA gradients.
-static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg drop, int grad) {
+static void stage_backward(cuda_ctx *c, dropout_cfg drop) {
+    for (size_t i = c->l1; i-- > c->l0;) {
+        layer_acts *a = acts_of(c, i);
+        layer_acquire(c, i, (long)i - 1);
+        // Recompute rebuilds the layer from its saved input; the output it
+        // rewrites into x_at(i + 1) is bit-identical to what is there.
+        if (c->recompute) layer_fwd(c, i, a, x_at(c, i), x_at(c, i + 1), drop);
+        layer_bwd(c, i, a, drop);
+        layer_release(c, i);
+    }
+}
+
+// Forward of this rank's layers [l0, l1) (the whole model on one stage);
+// returns the summed loss over targets on the last stage; with grad, the
+// backward pass adds inv_n-scaled LoRA gradients. A pipeline stage (see
+// cpu_stage_run for the contract) starts from x_in unless it is the first and
+// ends in x_out (forward) or starts its backward from dx_out unless it is the
+// last; with grad it returns its input's gradient in dx_in. x_in, x_out,
+// dx_out and dx_in are host arrays of N x C bf16.
+static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg drop, int grad,
+                  const void *x_in = nullptr, void *x_out = nullptr, const void *dx_out = nullptr,
+                  void *dx_in = nullptr) {
     if (mb->n_tok == 0) return 0.0;
     upload_batch(c, mb);
-    size_t N = c->N, C = c->d.hidden, L = c->d.layers, V = c->d.vocab;
+    size_t N = c->N, C = c->d.hidden, L = c->d.layers, V = c->d.vocab, l0 = c->l0, l1 = c->l1;
+    int last = l1 == L;
     cudaStream_t s = c->stream;
     mark(c, "embed");
-    if (c->embed_host) {
+    if (l0 > 0) {
+        CUDA_CHECK(cudaMemcpyAsync(x_at(c, l0), x_in, N * C * 2, cudaMemcpyHostToDevice, s));
+    } else if (c->embed_host) {
         // The table stays in the mapped file: copy the rows this batch needs.
         const st_tensor *t = c->embed_host;
         #pragma omp parallel for schedule(static) if(N > 256)
@@ -535,10 +570,23 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
     } else {
         k_embed(x_at(c, 0), c->embed, c->ids, N, C, s);
     }
-    for (size_t i = 0; i < L; i++) {
+    for (size_t i = l0; i < l1; i++) {
         layer_acquire(c, i, (long)i + 1);
         layer_fwd(c, i, acts_of(c, i), x_at(c, i), x_at(c, i + 1), drop);
         layer_release(c, i);
+    }
+    if (!last) {   // a pipeline stage before the last: hand the output on, or take its gradient
+        if (grad) {
+            CUDA_CHECK(cudaMemcpyAsync(c->dres, dx_out, N * C * 2, cudaMemcpyHostToDevice, s));
+            stage_backward(c, drop);
+            if (dx_in) CUDA_CHECK(cudaMemcpyAsync(dx_in, c->dres, N * C * 2, cudaMemcpyDeviceToHost, s));
+        } else {
+            CUDA_CHECK(cudaMemcpyAsync(x_out, x_at(c, l1), N * C * 2, cudaMemcpyDeviceToHost, s));
+        }
+        mark(c, "end");
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        prof_collect(c);
+        return 0.0;
     }
     const bfh *xL = x_at(c, L);
     mark(c, "loss (head + xent)");
@@ -564,15 +612,8 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
         mark(c, "bwd rmsnorm");
         CUDA_CHECK(cudaMemsetAsync(c->dres, 0, N * C * 2, s));
         k_rmsnorm_bwd(c->dres, c->dln, xL, c->rstdf, c->norm_f, N, C, 1, s);
-        for (size_t i = L; i-- > 0;) {
-            layer_acts *a = acts_of(c, i);
-            layer_acquire(c, i, (long)i - 1);
-            // Recompute rebuilds the layer from its saved input; the output it
-            // rewrites into x_at(i + 1) is bit-identical to what is there.
-            if (c->recompute) layer_fwd(c, i, a, x_at(c, i), x_at(c, i + 1), drop);
-            layer_bwd(c, i, a, drop);
-            layer_release(c, i);
-        }
+        stage_backward(c, drop);
+        if (dx_in) CUDA_CHECK(cudaMemcpyAsync(dx_in, c->dres, N * C * 2, cudaMemcpyDeviceToHost, s));
     }
     mark(c, "end");
     CUDA_CHECK(cudaStreamSynchronize(s));
@@ -712,20 +753,42 @@ static double cu_eval_loss(backend *b, const micro_batch *mb) {
     return run(ctx_of(b), mb, 0.0f, none, 0);
 }
 
-static void cu_reduce_grads(backend *b) {
-#ifdef LORAPIPE_NCCL
+static double cu_stage_step(backend *b, const micro_batch *mb, const void *x_in, void *x_out, const void *dx_out,
+                            void *dx_in, float inv_n, dropout_cfg drop, int grad) {
+    return run(ctx_of(b), mb, inv_n, drop, grad, x_in, x_out, dx_out, dx_in);
+}
+
+static host_comm *cu_comm(backend *b) { return ctx_of(b)->hcomm; }
+
+static void cu_begin_step(backend *b, size_t step) {
     cuda_ctx *c = ctx_of(b);
+    if (c->hcomm) host_comm_set_step(c->hcomm, step);
+}
+
+static void cu_reduce_grads(backend *b) {
+    cuda_ctx *c = ctx_of(b);
+    if (c->hcomm) {   // pipeline stages: through host memory
+        size_t n = c->l->n_params;
+        CUDA_CHECK(cudaMemcpyAsync(c->grads_host, c->grads, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        host_comm_allreduce_f32(c->hcomm, c->grads_host, n, "the gradient all-reduce");
+        CUDA_CHECK(cudaMemcpyAsync(c->grads, c->grads_host, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        return;
+    }
+#ifdef LORAPIPE_NCCL
     if (c->world <= 1) return;
     NCCL_CHECK(c, c->nccl->all_reduce(c->grads, c->grads, c->l->n_params, ncclFloat, ncclSum, c->nccl->comm, c->stream));
     nccl_wait(c);
 #else
-    (void)b;
+    (void)c;
 #endif
 }
 
 static void cu_allreduce(backend *b, double *v, size_t n) {
-#ifdef LORAPIPE_NCCL
     cuda_ctx *c = ctx_of(b);
+    if (c->hcomm) { host_comm_allreduce_f64(c->hcomm, v, n, "the loss all-reduce"); return; }
+#ifdef LORAPIPE_NCCL
     if (c->world <= 1) return;
     if (n > 8) die_at(__FILE__, __LINE__, "all-reduce of %zu scalars", n);
     CUDA_CHECK(cudaMemcpyAsync(c->red_dev, v, n * sizeof(double), cudaMemcpyHostToDevice, c->stream));
@@ -733,7 +796,7 @@ static void cu_allreduce(backend *b, double *v, size_t n) {
     CUDA_CHECK(cudaMemcpyAsync(v, c->red_dev, n * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
     nccl_wait(c);
 #else
-    (void)b; (void)v; (void)n;
+    (void)c; (void)v; (void)n;
 #endif
 }
 
@@ -773,8 +836,10 @@ static void cu_report(backend *b) {
         snprintf(off, sizeof off, ", 2 layer slots; %zu layers in pinned host memory: %s", c->d.layers,
                  fmt_bytes((double)(c->d.layers * c->layer_bytes), hb, sizeof hb));
     }
-    fprintf(stderr, "train: GPU %d %s; arenas: weights %s (bf16%s%s), LoRA state %s, activations %s%s, workspace %s; "
-            "logit chunk %zu rows; attention tiles %s; allocated %s, in use on the device %s (with the CUDA context)\n", dev, prop.name,
+    char who[64] = "";
+    if (c->l0 > 0 || c->l1 < c->d.layers) snprintf(who, sizeof who, "rank %d (layers %zu-%zu) ", c->rank, c->l0, c->l1 - 1);
+    fprintf(stderr, "train: %sGPU %d %s; arenas: weights %s (bf16%s%s), LoRA state %s, activations %s%s, workspace %s; "
+            "logit chunk %zu rows; attention tiles %s; allocated %s, in use on the device %s (with the CUDA context)\n", who, dev, prop.name,
             fmt_bytes((double)c->weights.cap, w, sizeof w), c->embed_host ? ", embedding in host memory" : "", off,
             fmt_bytes((double)c->lora.cap, l, sizeof l), fmt_bytes((double)c->acts.cap, a, sizeof a),
             c->recompute ? " (recompute)" : "", fmt_bytes((double)c->work.cap, k, sizeof k), c->logit_rows,
@@ -788,6 +853,7 @@ static void cu_destroy(backend *b) {
 #ifdef LORAPIPE_NCCL
     if (c->nccl) { c->nccl->destroy(c->nccl->comm); cudaFree(c->red_dev); }
 #endif
+    if (c->hcomm) { host_comm_close(c->hcomm); cudaFreeHost(c->grads_host); }
     c->weights.release(); c->lora.release(); c->acts.release(); c->work.release();
     cudaFreeHost(c->h_stage);
     if (c->att_ws) { cudaFree(c->att_ws); cudaFree(c->tok_seq); }
@@ -877,6 +943,9 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     cuda_ctx *c = new cuda_ctx();
     c->d = *d; c->l = l; c->oc = oc; c->recompute = o->recompute || o->offload; c->offload = o->offload;
     c->rank = o->rank; c->world = o->world ? o->world : 1;
+    c->l0 = o->layer1 ? o->layer0 : 0;
+    c->l1 = o->layer1 ? o->layer1 : d->layers;
+    int first = c->l0 == 0, last = c->l1 == d->layers;
     int ndev = 0;
     CUDA_CHECK(cudaGetDeviceCount(&ndev));
     if (o->local_rank >= ndev)
@@ -912,28 +981,35 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->att_force_kernel = ak && !strcmp(ak, "kernel");
     c->att_force_gemm = ak && !strcmp(ak, "gemm");
     mem_plan_in mi = {d, r, l->on, N, c->max_len, c->recompute, o->lora_dropout > 0, c->lora_fused, c->att_force_kernel,
-                      c->offload};
+                      c->offload, c->l0, c->l1};
     mem_plan_compute(&c->plan, &mi);
     c->weights.init("weights", c->plan.weights);
     uploader up;
     up.init(c->stream, 256u << 20);
-    if (embed_on_host) {
+    // A pipeline stage holds the embedding only when first, the head only when last.
+    if (first && embed_on_host) {
         c->embed_host = need(hm, "model.embed_tokens.weight");
         CUDA_CHECK(cudaHostAlloc((void **)&c->embed_stage, c->max_tok * C * 2, cudaHostAllocDefault));
-    } else {
+    } else if (first) {
         c->embed = c->weights.take<bfh>(V * C);
         up.put(c->embed, need(hm, "model.embed_tokens.weight"));
     }
-    if (d->tied) c->lm_head = c->embed;
-    else { c->lm_head = c->weights.take<bfh>(V * C); up.put(c->lm_head, need(hm, "lm_head.weight")); }
-    c->norm_f = c->weights.take<bfh>(C);
-    up.put(c->norm_f, need(hm, "model.norm.weight"));
+    if (last) {
+        if (d->tied && first) c->lm_head = c->embed;
+        else {
+            c->lm_head = c->weights.take<bfh>(V * C);
+            up.put(c->lm_head, need(hm, d->tied ? "model.embed_tokens.weight" : "lm_head.weight"));
+        }
+        c->norm_f = c->weights.take<bfh>(C);
+        up.put(c->norm_f, need(hm, "model.norm.weight"));
+    }
     c->lw.resize(L);
     char name[160];
     // Device layer blocks: one per layer, or with offload two slots whose
     // layout the host blocks copy (same offsets, layer_bytes apart).
-    size_t nblocks = c->offload ? std::min<size_t>(2, L) : L;
-    for (size_t i = 0; i < nblocks; i++) {
+    size_t SL = c->l1 - c->l0;
+    size_t nblocks = c->offload ? std::min<size_t>(2, L) : SL;
+    for (size_t i = c->l0; i < c->l0 + nblocks; i++) {
         layer_w *w = &c->lw[i];
         w->w_qkv = c->weights.take<bfh>(c->dqkv * C);
         w->b_qkv = c->weights.take<bfh>(c->dqkv);
@@ -956,7 +1032,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
             CUDA_CHECK(cudaEventCreateWithFlags(&c->slot_free[s2], cudaEventDisableTiming));
         }
     }
-    for (size_t i = 0; i < L; i++) {
+    for (size_t i = c->l0; i < c->l1; i++) {
         layer_w *w = &c->lw[i];
 #define T(suffix) (snprintf(name, sizeof name, "model.layers.%zu.%s", i, suffix), need(hm, name))
         // put: straight to the device; with offload into layer i's host block at the slot's offsets
@@ -1000,9 +1076,9 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->sumsq = c->lora.take<float>(nt ? nt : 1);
 
     // Activations: every layer's input, plus the rest per layer (or one shared set with recompute).
-    size_t H = d->heads, nsets = c->recompute ? 1 : L;
+    size_t H = d->heads, nsets = c->recompute ? 1 : SL;
     c->acts.init("activations", c->plan.activations);
-    c->x_layers = c->acts.take<bfh>((L + 1) * N * C);
+    c->x_layers = c->acts.take<bfh>((SL + 1) * N * C);
     c->la.resize(nsets);
     for (size_t i = 0; i < nsets; i++) {
         layer_acts *a = &c->la[i];
@@ -1040,7 +1116,23 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
         CUDA_CHECK(cudaMalloc(&c->att_ws, c->att_ws_bytes));
         CUDA_CHECK(cudaMalloc((void **)&c->tok_seq, N * sizeof(int32_t)));
     }
-    if (c->world > 1) nccl_init(c, o);
+    if (c->world > 1 && o->stages > 1) {
+        // Pipeline stages: host collectives, with direct links to the neighbouring stages.
+        char settings[512];
+        snprintf(settings, sizeof settings, "backend=cuda model=L%zu/H%zu/V%zu lora-r=%zu stages=%s", d->layers,
+                 d->hidden, d->vocab, r, o->stage_bounds);
+        int peers[2], np = 0;
+        if (o->stage > 0) peers[np++] = o->rank - 1;
+        if (o->stage + 1 < o->stages) peers[np++] = o->rank + 1;
+        host_comm_cfg hc = {};
+        hc.rank = o->rank; hc.world = o->world; hc.rdzv_file = o->rdzv_file; hc.master_addr = o->master_addr;
+        hc.master_port = o->master_port; hc.arena_floats = l->n_params; hc.settings = settings;
+        hc.out_dir = o->out_dir; hc.p2p_peers = peers; hc.n_p2p_peers = (size_t)np;
+        c->hcomm = host_comm_open(&hc);
+        CUDA_CHECK(cudaHostAlloc((void **)&c->grads_host, P * sizeof(float), cudaHostAllocDefault));
+    } else if (c->world > 1) {
+        nccl_init(c, o);
+    }
     warm_gemms(c);
     c->h_stage_n = 2 * N + (N + 1) + 2 * (2 * N + 64) + 2 * N;
     CUDA_CHECK(cudaHostAlloc((void **)&c->h_stage, c->h_stage_n * 4, cudaHostAllocDefault));
@@ -1061,5 +1153,6 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     b->micro_step = cu_micro_step; b->eval_loss = cu_eval_loss; b->reduce_grads = cu_reduce_grads;
     b->allreduce = cu_allreduce;
     b->grad_norm = cu_grad_norm; b->adamw = cu_adamw; b->report = cu_report; b->destroy = cu_destroy;
+    b->stage_elt = 2; b->stage_step = cu_stage_step; b->comm = cu_comm; b->begin_step = cu_begin_step;
     return b;
 }

@@ -45,6 +45,19 @@ static void make_fingerprint(char *buf, size_t n, const train_opts *o, const tra
              o->weight_decay, o->max_grad_norm, o->adam_beta1, o->adam_beta2, o->adam_eps, o->seed);
 }
 
+// The summed loss over the evaluation set through the stages (the last stage's; 0 elsewhere).
+static double evaluate_pipeline(pipeline *p, train_data *ev, size_t *targets_out) {
+    double sum = 0.0;
+    size_t targets = 0;
+    for (size_t i = 0; i < train_data_eval_count(ev); i++) {
+        const micro_batch *mb = train_data_eval_batch(ev, i);
+        targets += micro_batch_targets(mb);
+        sum += pipeline_eval(p, mb);
+    }
+    *targets_out = targets;
+    return sum;
+}
+
 static double evaluate(backend *b, train_data *ev, size_t *targets_out) {
     double sum = 0.0;
     size_t targets = 0;
@@ -93,9 +106,29 @@ int train_run(const train_opts *o) {
         if (!o->recompute_set) ow.recompute = pl.recompute;
         if (!o->offload_set) ow.offload = pl.offload;
         ow.memory_cap = pl.memory_cap;
-        if (o->world > 1 && o->device == DEV_CPU) die("--plan with %d replicas needs --device cuda", o->world);
+        if ((size_t)o->world != pl.replicas * pl.stages)
+            die("%s places %zu rank(s) (%zu replica(s) x %zu stage(s)) but this run has %d (a launcher's WORLD_SIZE "
+                "must match the plan)", o->plan_path, pl.replicas * pl.stages, pl.replicas, pl.stages, o->world);
+        if (pl.stages > 1) {
+            if (pl.layers != dims.layers || !pl.bounds)
+                die("%s: stages for %zu layers; %s has %zu", o->plan_path, pl.layers, o->model_dir, dims.layers);
+            ow.stages = (int)pl.stages;
+            ow.stage = o->rank % ow.stages;
+            ow.layer0 = pl.bounds[ow.stage];
+            ow.layer1 = pl.bounds[ow.stage + 1];
+            size_t used = 0;
+            for (size_t s = 0; s <= pl.stages; s++)
+                used += (size_t)snprintf(ow.stage_bounds + used, sizeof ow.stage_bounds - used, "%s%zu", s ? "," : "",
+                                         pl.bounds[s]);
+            if (o->offload) die("%s: host offload with pipeline stages is not supported; use one or the other",
+                                o->plan_path);
+        }
+        // Our own launcher starts rank i wherever the plan puts it (two stages may
+        // share a GPU); under torchrun or Slurm LOCAL_RANK names the GPU.
+        if (getenv("LORAPIPE_RANK") && pl.gpu) ow.local_rank = pl.gpu[o->rank];
         plan_free(&pl);
     }
+    if (o->stages <= 1) { ow.stages = 1; ow.stage = 0; ow.layer0 = 0; ow.layer1 = dims.layers; }
     if (o->offload && o->device == DEV_CPU) {   // a plan's offload is for its GPUs; asked for by hand it is a mistake
         if (o->offload_set) die_usage("--offload is a GPU setting (use --device cuda)");
         ow.offload = 0;
@@ -107,11 +140,16 @@ int train_run(const train_opts *o) {
             o->data_path, train_data_epochs(data), epochs, epochs);
     // accum is the global number of micro-batches per optimizer step; each of
     // the world's ranks runs accum / world of them.
+    // Pipeline stages of one replica share its micro-batches: the data is dealt
+    // over the replicas (world and rank below), and every rank takes part in the
+    // collectives.
     size_t accum = o->accum ? o->accum : train_data_accum(data);
-    size_t world = (size_t)o->world, rank = (size_t)o->rank;
+    size_t stages = (size_t)o->stages, ranks = (size_t)o->world, rank = (size_t)o->rank;
+    size_t world = ranks / stages, replica = rank / stages;
     if (accum % world)
-        die("%zu micro-batches per optimizer step do not split evenly over %zu ranks (pack with --accum a multiple "
-            "of the GPU count, or give --accum)", accum, world);
+        die("%zu micro-batches per optimizer step do not split evenly over %zu %s (pack with --accum a multiple "
+            "of the %s count, or give --accum)", accum, world, stages > 1 ? "replicas" : "ranks",
+            stages > 1 ? "replica" : "GPU");
     size_t accum_rank = accum / world;
     size_t total = train_data_steps(data, epochs, accum_rank, world);
     if (o->max_steps >= 0 && (size_t)o->max_steps < total) total = (size_t)o->max_steps;
@@ -163,14 +201,14 @@ int train_run(const train_opts *o) {
         b->set_state(b, st.params, NULL, NULL);
     }
     adapter_init_free(&init);
-    if (world > 1) {
+    if (ranks > 1) {
         // Each rank reads --resume's checkpoint from its own --out: ranks that
         // found different ones (a host without the shared folder) would train
         // different steps together.
-        double *at = xcalloc(world, sizeof *at);
+        double *at = xcalloc(ranks, sizeof *at);
         at[rank] = (double)start;
-        b->allreduce(b, at, world);
-        for (size_t r = 1; r < world; r++)
+        b->allreduce(b, at, ranks);
+        for (size_t r = 1; r < ranks; r++)
             if (at[r] != at[0])
                 die("rank %zu: rank %zu starts at step %.0f and rank 0 at step %.0f: --resume reads the newest "
                     "checkpoint in each rank's own --out (give every rank the same folder, or copy rank 0's "
@@ -188,32 +226,38 @@ int train_run(const train_opts *o) {
         fprintf(stderr, ": %zu trainable parameters\n", l.n_params);
         fprintf(stderr, "train: %zu optimizer steps (%zu epoch(s), %zu micro-batches per step), warm-up %zu, %s schedule, lr %g\n",
                 total, epochs, accum, oc.warmup_steps, sched_name(oc.sched), oc.lr);
-        b->report(b);
     }
+    // Stages hold different layers: each reports its own memory.
+    if (rank == 0 || stages > 1) b->report(b);
 
     struct sigaction sa = {0};
     sa.sa_handler = on_stop;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    pipeline *pipe = stages > 1 ? pipeline_create(b, o, dims.hidden, max_tokens, accum_rank) : NULL;
+    dropout_cfg *drops = xcalloc(accum_rank, sizeof *drops);
     train_window w;
     size_t last_saved = start;
     mt.t0 = now_s();
     if (rank == 0) fprintf(stderr, "train: start-up took %.2f s\n", mt.t0 - t_start);
     for (size_t step = start; step < total; step++) {
-        train_data_window(data, step, accum_rank, world, rank, epochs, &w);
+        train_data_window(data, step, accum_rank, world, replica, epochs, &w);
         double inv = w.targets_global ? 1.0 / (double)w.targets_global : 0.0;
         if (b->begin_step) b->begin_step(b, step + 1);
         b->zero_grads(b);
         double sum = 0.0;
         for (size_t k = 0; k < w.n_mb; k++) {
             // The key names the micro-batch's place in the global window (slot k of
-            // rank r is micro-batch k * world + r, as the pack schedule deals them),
-            // so that N ranks draw the masks one rank draws: the same curve with dropout.
-            uint64_t j = (uint64_t)k * world + rank;
-            dropout_cfg drop = {(float)o->lora_dropout, ((uint64_t)o->seed << 40) ^ ((uint64_t)step << 8) ^ j};
-            if (w.mb[k].n_tok) sum += b->micro_step(b, &w.mb[k], (float)inv, drop);
+            // replica r is micro-batch k * world + r, as the pack schedule deals them),
+            // so that N replicas draw the masks one draws: the same curve with dropout.
+            uint64_t j = (uint64_t)k * world + replica;
+            drops[k] = (dropout_cfg){(float)o->lora_dropout, ((uint64_t)o->seed << 40) ^ ((uint64_t)step << 8) ^ j};
         }
+        if (pipe) sum = pipeline_window(pipe, step, w.mb, w.n_mb, (float)inv, drops);
+        else
+            for (size_t k = 0; k < w.n_mb; k++)
+                if (w.mb[k].n_tok) sum += b->micro_step(b, &w.mb[k], (float)inv, drops[k]);
         b->reduce_grads(b);
         // The loss of the whole window, and whether any rank was asked to stop:
         // every rank must leave after the same step.
@@ -241,10 +285,20 @@ int train_run(const train_opts *o) {
         if (rank == 0) metrics_step(&mt, step + 1, w.epoch, loss, lr, norm, w.tokens_global, w.targets_global, now_s());
 
         int last = step + 1 == total;
-        if (rank == 0 && eval && o->eval_steps && ((step + 1) % o->eval_steps == 0 || last)) {
-            size_t et;
-            double el = evaluate(b, eval, &et);
-            metrics_eval(&mt, step + 1, el, et);
+        if (eval && o->eval_steps && ((step + 1) % o->eval_steps == 0 || last)) {
+            // One process evaluates; pipeline stages of replica 0 do it together.
+            size_t et = 0;
+            double el = 0.0;
+            if (!pipe && rank == 0) el = evaluate(b, eval, &et);
+            else if (pipe) {
+                double v[2] = {0.0, 0.0};
+                if (replica == 0) v[0] = evaluate_pipeline(pipe, eval, &et);
+                if (o->stage == o->stages - 1 && replica == 0) v[1] = (double)et;
+                b->allreduce(b, v, 2);
+                et = (size_t)v[1];
+                el = et ? v[0] / v[1] : NAN;
+            }
+            if (rank == 0) metrics_eval(&mt, step + 1, el, et);
         }
         int save = (o->save_steps && (step + 1) % o->save_steps == 0) || stop_signal;
         if (save && !last && rank == 0) {
@@ -263,6 +317,8 @@ int train_run(const train_opts *o) {
         }
     }
     metrics_close(&mt);
+    pipeline_destroy(pipe);
+    free(drops);
     if (rank == 0) {
         b->get_state(b, st.params, NULL, NULL);
         adapter_write_final(o, &l, st.params, o->out_dir);

@@ -36,9 +36,10 @@ static void usage(FILE *f) {
 "\n"
 "device:\n"
 "  --device cpu|cuda|auto CPU reference or CUDA (default auto: CUDA when a GPU is present)\n"
-"  --plan FILE            placement from shard-plan: with R replicas, train starts one\n"
-"                         process per GPU on this host (or joins a launcher's: RANK,\n"
-"                         WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or Slurm's)\n"
+"  --plan FILE            placement from shard-plan: with R replicas of S layer stages, train\n"
+"                         starts R x S processes on this host, each on the plan's GPU (or\n"
+"                         joins a launcher's: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,\n"
+"                         MASTER_PORT, or Slurm's); with --device cpu they are CPU ranks\n"
 "  --ranks N              CPU data parallelism on this host: train starts N --device cpu\n"
 "                         processes that sum their gradients over TCP through rank 0\n"
 "                         (launchers start CPU ranks themselves: RANK/WORLD_SIZE/MASTER_ADDR/\n"
@@ -92,6 +93,16 @@ static long parse_long(const char *opt, const char *s, long min) {
     long v = strtol(s, &end, 10);
     if (end == s || *end || v < min) die_usage("%s: expected an integer >= %ld, got '%s'", opt, min, s);
     return v;
+}
+
+// N busy CPU processes on the cores of one host: share them unless told otherwise.
+static void share_cores(int ranks, int threads) {
+    if (threads || getenv("OMP_NUM_THREADS")) return;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    char v[32];
+    snprintf(v, sizeof v, "%ld", cores / ranks > 1 ? cores / ranks : 1);
+    setenv("OMP_NUM_THREADS", v, 1);
+    setenv("OPENBLAS_NUM_THREADS", v, 0);   // its own pool, sized to all cores otherwise
 }
 
 int main(int argc, char **argv) {
@@ -201,23 +212,20 @@ int main(int argc, char **argv) {
         plan pl;
         char perr[512];
         if (plan_load(&pl, o.plan_path, perr, sizeof perr)) die("%s", perr);
-        size_t replicas = pl.replicas;
+        size_t nranks = pl.replicas * pl.stages;
         plan_free(&pl);
-        // Several replicas: become the launcher of one process per GPU.
-        if (replicas > 1) return dist_launch((int)replicas, argv, o.out_dir);
+        // Several replicas or stages: become the launcher of one process per place.
+        if (nranks > 1) {
+            if (o.device == DEV_CPU) share_cores((int)nranks, o.threads);
+            setenv("LORAPIPE_COMM_ADDR", "127.0.0.1", 1);   // host collectives stay on this host
+            return dist_launch((int)nranks, argv, o.out_dir);
+        }
     }
     if (ranks && di.launched && di.world != ranks)
         die_usage("--ranks %d, but a launcher started this process as rank %d of %d (leave --ranks out under a "
                   "launcher)", ranks, di.rank, di.world);
     if (ranks > 1 && !di.launched) {
-        // N busy processes on the cores of one host: share them unless told otherwise.
-        if (!o.threads && !getenv("OMP_NUM_THREADS")) {
-            long cores = sysconf(_SC_NPROCESSORS_ONLN);
-            char v[32];
-            snprintf(v, sizeof v, "%ld", cores / ranks > 1 ? cores / ranks : 1);
-            setenv("OMP_NUM_THREADS", v, 1);
-            setenv("OPENBLAS_NUM_THREADS", v, 0);   // its own pool, sized to all cores otherwise
-        }
+        share_cores(ranks, o.threads);
         // The ranks reach rank 0 on this host, whatever its name resolves to.
         setenv("LORAPIPE_COMM_ADDR", "127.0.0.1", 1);
         return dist_launch(ranks, argv, o.out_dir);

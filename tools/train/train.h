@@ -35,7 +35,12 @@ typedef struct {
     int offload;               // CUDA: frozen layers in pinned host memory, streamed through two slots
     int offload_set;           // --offload given
     unsigned long long memory_cap;  // a plan's per-GPU cap (bytes, 0: none), enforced after allocation
-    int rank, world, local_rank;   // data-parallel position (filled by main from dist.h)
+    int rank, world, local_rank;   // position among the ranks (filled by main from dist.h)
+    // Pipeline stages (a plan with stages_per_replica > 1): rank = replica * stages + stage;
+    // this rank holds layers [layer0, layer1). One stage: 1, 0, 0, 0 (the whole model).
+    int stages, stage;
+    size_t layer0, layer1;
+    char stage_bounds[256];        // "0,15,32": every rank must agree (the collectives' handshake)
     const char *rdzv_file, *master_addr;
     int master_port;
 } train_opts;
@@ -101,6 +106,20 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *dims, const v
 int cuda_available(void);
 backend *cuda_backend_create(const train_opts *o, const model_dims *dims, const void *model, const lora_layout *l,
                              const optim_cfg *oc, size_t max_tokens, size_t max_len);
+
+// ---- pipeline stages (pipeline.c) -------------------------------------------
+// One optimizer window of this replica's micro-batches through this stage:
+// every forward in order, then every backward in the same order (the gradient
+// sums meet the micro-batches in the order one process would), activations
+// and their gradients passed to the neighbouring stages. drop[k] is the
+// micro-batch's dropout key. Returns the summed loss (the last stage's; 0 elsewhere).
+typedef struct pipeline pipeline;
+pipeline *pipeline_create(backend *b, const train_opts *o, size_t hidden, size_t max_tokens, size_t accum);
+double pipeline_window(pipeline *p, size_t step, const micro_batch *mb, size_t n_mb, float inv_n,
+                       const dropout_cfg *drop);
+// Forward only, for evaluation: the summed loss on the last stage, 0 elsewhere.
+double pipeline_eval(pipeline *p, const micro_batch *mb);
+void pipeline_destroy(pipeline *p);
 
 // ---- the loop ---------------------------------------------------------------
 int train_run(const train_opts *o);
