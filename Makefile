@@ -165,8 +165,9 @@ bin/$(1): $$($(1)_OBJ) build/liblorapipe.a
 endef
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
 
-# A unit test of a tool's own module also links that tool's objects
-# (UNIT_TOOL_OBJ_<test>, paths under build/ without it) and sees its headers.
+# A unit test of a tool's own module also links that module's objects
+# (UNIT_TOOL_OBJ_<test>: paths relative to build/ and build/asan/) and sees
+# tools/train's headers.
 UNIT_TOOL_OBJ_test_host_comm := tools/train/host_comm.o tools/train/tcp.o
 build/tests/test_host_comm: $(addprefix build/,$(UNIT_TOOL_OBJ_test_host_comm))
 build/asan/tests/test_host_comm: $(addprefix build/asan/,$(UNIT_TOOL_OBJ_test_host_comm))

@@ -30,6 +30,10 @@ static double now_s(void) {
     return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+// Peers other than the chain, for the cases where the ranks disagree: rank r
+// names odd_peers[r][0 .. odd_n[r] - 1].
+static int odd, odd_n[MAX_WORLD], odd_peers[MAX_WORLD][2];
+
 // A rank's side of a case; its return value is the process's exit status.
 typedef int (*rank_fn)(host_comm *c, int rank, int world);
 
@@ -59,6 +63,10 @@ static void run_case(const char *name, int world, const char *timeout, rank_fn f
             int peers[2], n = 0;
             if (r > 0) peers[n++] = r - 1;
             if (r + 1 < world) peers[n++] = r + 1;
+            if (odd) {
+                n = odd_n[r];
+                memcpy(peers, odd_peers[r], sizeof peers);
+            }
             host_comm_cfg cfg = {.rank = r, .world = world, .rdzv_file = rdzv, .arena_floats = 1000,
                                  .settings = "model=test lora-r=4", .out_dir = tmp, .p2p_peers = peers,
                                  .n_p2p_peers = (size_t)n};
@@ -222,6 +230,8 @@ static int case_silent(host_comm *c, int rank, int world) {
     return bad(rank, "a message arrived from a rank that sent none");
 }
 
+static int case_idle(host_comm *c, int rank, int world) { return 0; }
+
 int main(int argc, char **argv) {
     check_init(argv[0]);
     snprintf(tmp, sizeof tmp, "/tmp/lp_host_comm_XXXXXX");
@@ -260,6 +270,25 @@ int main(int argc, char **argv) {
     T_OK(o->status[0] == 1 && lines(o->err[0]) == 1 &&
              strstr(o->err[0], "rank 0: lost rank 1 (connection") && strstr(o->err[0], tmp),
          "exit: rank 0 exited %d: %s", o->status[0], o->err[0]);
+
+    // Both sides must name each other: rank 0 names rank 1, which takes no links.
+    odd = 1;
+    odd_n[0] = 1, odd_peers[0][0] = 1, odd_n[1] = 0;
+    run_case("unnamed", 2, "5", case_idle, o);
+    T_OK(o->status[0] == 1 && lines(o->err[0]) == 1 &&
+             strstr(o->err[0], "rank 0: rank 1 takes no point-to-point links, but rank 0 names it among its p2p peers"),
+         "unnamed: rank 0 exited %d: %s", o->status[0], o->err[0]);
+    // Rank 2 listens (it names rank 1, which never comes) and refuses rank 0, which it does not name.
+    odd_n[0] = 1, odd_peers[0][0] = 2, odd_n[1] = 0, odd_n[2] = 1, odd_peers[2][0] = 1;
+    run_case("refused", 3, "5", case_idle, o);
+    T_OK(o->status[2] == 1 && lines(o->err[2]) == 1 &&
+             strstr(o->err[2], "rank 2: refusing a point-to-point link from rank 0: rank 2 does not name rank 0 among "
+                               "its p2p peers"),
+         "refused: rank 2 exited %d: %s", o->status[2], o->err[2]);
+    T_OK(o->status[0] == 1 && lines(o->err[0]) == 1 &&
+             strstr(o->err[0], "rank 0: rank 2 refused the point-to-point link (it does not name rank 0"),
+         "refused: rank 0 exited %d: %s", o->status[0], o->err[0]);
+    odd = 0;
 
     double t1 = now_s();
     run_case("silent", 2, "2", case_silent, o);

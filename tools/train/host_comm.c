@@ -164,9 +164,7 @@ static void frame_put(unsigned char *f, uint32_t kind, uint32_t arg, uint64_t se
     put_u64(f + 16, count);
 }
 
-// One line, then exit 1. Rank 0 first tells the other ranks which rank was
-// lost (an abort frame), so that every surviving rank names the same culprit
-// instead of "lost rank 0".
+// The lost-rank line, then exit 1; the caller holds hc_dying.
 _Noreturn static void lost_say(const host_comm *c, int peer, const char *why, int seen_by_rank0, const char *what,
                                size_t step) {
     char during[256];
@@ -179,6 +177,9 @@ _Noreturn static void lost_say(const host_comm *c, int peer, const char *why, in
         "--resume, on any number of ranks)", c->rank, peer, why, seen_by_rank0 ? ", seen by rank 0" : "", during);
 }
 
+// One line, then exit 1. Rank 0 first tells the other ranks which rank was
+// lost (an abort frame), so that every surviving rank names the same culprit
+// instead of "lost rank 0".
 _Noreturn static void lost(host_comm *c, int peer, io_result r, int seen_by_rank0, const char *what) {
     char buf[256];
     // Before other calls change errno; rank 0's errno does not travel in an abort frame.
@@ -502,7 +503,7 @@ static io_result link_hello_send(int fd, uint32_t from, uint32_t to, uint32_t st
 // IO_OK with *bad set when the bytes are not a link hello.
 static io_result link_hello_recv(int fd, uint32_t *version, uint32_t *from, uint32_t *to, uint32_t *status, int *bad,
                                  double deadline) {
-    unsigned char b[HC_LINK_BYTES];
+    unsigned char b[HC_LINK_BYTES] = {0};
     io_result r = io_full(fd, b, sizeof b, 0, deadline);
     *bad = r == IO_OK && memcmp(b, HC_LINK_MAGIC, 4) != 0;
     *version = get_u32(b + 4);
