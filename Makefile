@@ -165,15 +165,22 @@ bin/$(1): $$($(1)_OBJ) build/liblorapipe.a
 endef
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
 
+# A unit test of a tool's own module also links that module's objects
+# (UNIT_TOOL_OBJ_<test>: paths relative to build/ and build/asan/) and sees
+# tools/train's headers.
+UNIT_TOOL_OBJ_test_host_comm := tools/train/host_comm.o tools/train/tcp.o
+build/tests/test_host_comm: $(addprefix build/,$(UNIT_TOOL_OBJ_test_host_comm))
+build/asan/tests/test_host_comm: $(addprefix build/asan/,$(UNIT_TOOL_OBJ_test_host_comm))
 build/tests/%: tests/unit/%.c build/liblorapipe.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< build/liblorapipe.a $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests/unit -Itools/train -o $@ $< $(filter build/tools/%.o,$^) build/liblorapipe.a $(LDLIBS)
 build/test-tools/%: tests/tools/%.c build/liblorapipe.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< build/liblorapipe.a $(LDLIBS)
 build/asan/tests/%: tests/unit/%.c build/asan/liblorapipe.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -Itests/unit -o $@ $< build/asan/liblorapipe.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(SANFLAGS) -O1 -Itests/unit -Itools/train -o $@ $< $(filter build/asan/tools/%.o,$^) \
+	    build/asan/liblorapipe.a $(LDLIBS)
 
 # ---- tests ---------------------------------------------------------------
 .PHONY: fixtures all test test-unit test-bats test-gpu deps demo fuzz fuzz-build fuzz-smoke clean help
@@ -270,4 +277,4 @@ clean:
 help:
 	@sed -n '2,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
 
--include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$(patsubst %.o,%.d,$(filter %.o,$($(t)_OBJ))))
+-include $(LIB_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(addprefix build/asan/,$(UNIT_TOOL_OBJ_test_host_comm:.o=.d)) $(FUZZ_LIB_OBJ:.o=.d) $(KERN_OBJ:.o=.d) $(foreach t,$(TOOLS),$(patsubst %.o,%.d,$(filter %.o,$($(t)_OBJ))))

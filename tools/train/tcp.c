@@ -1,6 +1,6 @@
 // tools/train/tcp.c: the two socket steps every rendezvous here takes (rank 0
 // listening, the others connecting), for dist.c's NCCL id exchange and
-// host_comm.c's collectives alike.
+// host_comm.c's collectives and point-to-point links alike.
 #include "tcp.h"
 #include "check.h"
 
@@ -12,7 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int tcp_listen(int port, int backlog, int *bound_port) {
+int tcp_listen(int port, int backlog, int *bound_port) { return tcp_listen_as(0, port, backlog, bound_port); }
+
+int tcp_listen_as(int rank, int port, int backlog, int *bound_port) {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {0}, *ai, *a;
@@ -20,7 +22,7 @@ int tcp_listen(int port, int backlog, int *bound_port) {
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
     int e = getaddrinfo(NULL, ps, &hints, &ai);
-    if (e) die("rank 0: port %s: %s", ps, gai_strerror(e));
+    if (e) die("rank %d: port %s: %s", rank, ps, gai_strerror(e));
     int s = -1, err = 0;
     // IPv6 first where the resolver lists it: with V6ONLY off it takes IPv4 peers too.
     for (a = ai; a; a = a->ai_next) {
@@ -35,7 +37,7 @@ int tcp_listen(int port, int backlog, int *bound_port) {
         s = -1;
     }
     freeaddrinfo(ai);
-    if (s < 0) die("rank 0: cannot listen on port %s: %s", ps, strerror(err));
+    if (s < 0) die("rank %d: cannot listen on port %s: %s", rank, ps, strerror(err));
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     getsockname(s, (struct sockaddr *)&ss, &sl);
@@ -44,14 +46,16 @@ int tcp_listen(int port, int backlog, int *bound_port) {
     return s;
 }
 
-int tcp_connect_once(const char *host, int port, int rank) {
+int tcp_connect_once(const char *host, int port, int rank) { return tcp_connect_as(host, port, rank, "rank 0's address"); }
+
+int tcp_connect_as(const char *host, int port, int rank, const char *whose) {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {0}, *ai, *a;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     int e = getaddrinfo(host, ps, &hints, &ai);
-    if (e) die("rank %d: rank 0's address %s:%s: %s", rank, host, ps, gai_strerror(e));
+    if (e) die("rank %d: %s %s:%s: %s", rank, whose, host, ps, gai_strerror(e));
     int s = -1;
     for (a = ai; a; a = a->ai_next) {
         s = socket(a->ai_family, SOCK_STREAM, 0);
