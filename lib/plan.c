@@ -179,20 +179,21 @@ int plan_load(plan *p, const char *path, char *err, size_t n) {
              (long long)json_integer_value(ver), PLAN_VERSION);
     } else if (!fp) {
         fail(err, n, "%s: \"model\".\"fingerprint\" is missing", path);
-    } else if (get_size(model, "layers", &p->layers, path, err, n)) {
-        snprintf(err, n, "%s: \"model\".\"layers\" is missing or not a non-negative integer", path);
-    } else if (p->layers == 0) {
-        fail(err, n, "%s: \"model\".\"layers\" is 0", path);
-    } else if (fl && sscanf(fl, " L=%zu", &fp_layers) == 1 && fp_layers != p->layers) {
-        // Stage bounds are layer numbers of the fingerprint's model (the one train checks against).
-        fail(err, n, "%s: \"model\".\"layers\" is %zu but the fingerprint says L=%zu", path, p->layers, fp_layers);
     } else if (!get_size(root, "replicas", &p->replicas, path, err, n) &&
                !get_size(root, "stages_per_replica", &p->stages, path, err, n) &&
                !get_size(root, "accum", &p->accum, path, err, n) &&
                !get_size(root, "memory_cap_bytes", &mc, path, err, n)) {
         json_t *rec = json_object_get(root, "recompute"), *off = json_object_get(root, "host_offload");
         json_t *g = json_object_get(root, "gpus");
-        if (!json_is_boolean(rec)) fail(err, n, "%s: \"recompute\" is missing or not true/false", path);
+        if (get_size(model, "layers", &p->layers, path, err, n))
+            snprintf(err, n, "%s: \"model\".\"layers\" is missing or not a non-negative integer", path);
+        else if (p->layers == 0)
+            fail(err, n, "%s: \"model\".\"layers\" is 0", path);
+        else if (fl && sscanf(fl, " L=%zu", &fp_layers) == 1 && fp_layers != p->layers)
+            // Stage bounds are layer numbers of the fingerprint's model (the one train checks against).
+            fail(err, n, "%s: \"model\".\"layers\" is %zu but the fingerprint says L=%zu", path, p->layers,
+                 fp_layers);
+        else if (!json_is_boolean(rec)) fail(err, n, "%s: \"recompute\" is missing or not true/false", path);
         else if (off && !json_is_boolean(off)) fail(err, n, "%s: \"host_offload\" is not true/false", path);
         else if (!json_is_array(g) || json_array_size(g) == 0) fail(err, n, "%s: \"gpus\" is missing or empty", path);
         else if (p->replicas == 0 || p->replicas > json_array_size(g))

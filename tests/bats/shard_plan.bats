@@ -164,6 +164,8 @@ setup() {
     refuse '.placement[3].gpu = 4' '"gpu" must be an index into "gpus"'
     refuse '.placement[3].layers[1] = 31' 'the last stage ends at layer 31'
     refuse '.stages_per_replica = 3' '"placement" has 4 entries; 2 replicas x 3 stages'
+    refuse '.model.layers = 31' '"model"."layers" is 31 but the fingerprint says L=32'
+    refuse 'del(.model.layers)' '"model"."layers" is missing'
 }
 
 @test "shard-plan --check: two stages on one GPU (a pipeline tried on one card) load" {
