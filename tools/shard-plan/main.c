@@ -25,13 +25,15 @@
 static void usage(FILE *f) {
     fprintf(f,
 "usage: shard-plan --model DIR [--gpus SPEC] [--pack FILE] [-o plan.json] [options]\n"
+"       shard-plan --check plan.json\n"
 "\n"
 "Plans a LoRA training run over the GPUs at hand: data-parallel replicas, the layers each\n"
-"GPU holds, recompute, and the memory every GPU will need (frozen weights, LoRA and\n"
-"optimizer state, activations, workspace, logits chunk), predicted with the trainer's own\n"
-"arena sizes. Picks the fastest plan that fits and says why on stderr; refuses, naming\n"
-"the smallest memory that would work, when nothing fits. Writes JSON (docs/FORMATS.md)\n"
-"for train --plan; stdout unless -o.\n"
+"GPU holds (pipeline stages where one replica does not fit one GPU), recompute, and the\n"
+"memory every GPU will need (frozen weights, LoRA and optimizer state, activations,\n"
+"workspace, logits chunk), predicted with the trainer's own arena sizes. Picks the\n"
+"fastest plan that fits and says why on stderr; refuses, naming the smallest memory that\n"
+"would work, when nothing fits. Writes JSON (docs/FORMATS.md) for train --plan; stdout\n"
+"unless -o.\n"
 "\n"
 "  --model DIR|config.json  the model (only its config.json is read)\n"
 "  --gpus SPEC              auto (default: the CUDA GPUs visible), or a list such as\n"
@@ -49,6 +51,11 @@ static void usage(FILE *f) {
 "                           does not fit either, the frozen layers stay in host memory and\n"
 "                           stream through two device slots: host offload)\n"
 "  --replicas N             force N data-parallel replicas\n"
+"  --stages N               force N pipeline stages per replica (default: 1 where one\n"
+"                           replica fits one GPU, otherwise the fastest count that fits,\n"
+"                           or host offload where that is faster)\n"
+"  --check FILE             load and check a placement file as train --plan does; print\n"
+"                           a one-line JSON summary (replicas, stages, bounds, GPU per rank)\n"
 "  -o, --output FILE        write the plan here (atomically)\n"
 "  --help                   this text\n"
 "\n"
@@ -115,20 +122,167 @@ static json_t *mem_json(const mem_plan *m, unsigned long long context) {
                      "total", (json_int_t)(m->total + context));
 }
 
+// Pipeline stages. Work per token in forward-units of one layer (a layer's
+// forward pass; a backward pass counts two): a stage before the last runs each
+// micro-batch forward to send it on, then again with activations saved and
+// backward (4 units per layer, 5 with recompute); the last stage runs forward,
+// loss and backward once (3, 4 with recompute, as one whole-model GPU does) and
+// the head (vocab x hidden x 6 FLOP per token, in layer-equivalents). The units
+// are turned into seconds so that a single stage gives the one-GPU prediction.
+#define PIPE_LINK_BPS 10e9   // activations between stages go through host memory (bf16, each way)
+#define PIPE_MAX_LAYERS 4096
+
+typedef struct {
+    size_t L;
+    int lean;
+    double unit_first, unit_last, head;           // forward-units per layer, the head's units
+    double sec_per_unit_token;                    // seconds per forward-unit of one layer per token
+    mem_plan *m[4];                               // [role][n layers]: role 0 middle, 1 first, 2 last, 3 both
+} stage_model;
+
+static void stage_model_init(stage_model *sm, const model_dims *d, const mem_plan_in *base, int lean) {
+    memset(sm, 0, sizeof *sm);
+    size_t L = d->layers;
+    sm->L = L;
+    sm->lean = lean;
+    sm->unit_first = lean ? 5 : 4;
+    sm->unit_last = lean ? 4 : 3;
+    double params = plan_parameter_count(d), C = (double)d->hidden, V = (double)d->vocab;
+    double layer = (params - V * C * (d->tied ? 1 : 2) - C) / (double)L;
+    sm->head = 3.0 * V * C / layer;
+    double t_token = (lean ? 6.0 : 4.0) * params / (lean ? PLAN_RATE_LEAN : PLAN_RATE_FAST);
+    sm->sec_per_unit_token = t_token / (sm->unit_last * (double)L + sm->head);
+    mem_plan_in in = *base;
+    in.recompute = lean;
+    in.offload = 0;
+    for (int role = 0; role < 4; role++) {
+        sm->m[role] = xcalloc(L + 1, sizeof(mem_plan));
+        for (size_t n = 1; n <= L; n++) {
+            int first = role & 1, last = role & 2;
+            if ((first && last) != (n == L)) continue;       // a stage of every layer is both
+            if (!first && !last && n + 2 > L) continue;      // a middle stage leaves a layer each side
+            in.layer0 = first ? 0 : last ? L - n : 1;
+            in.layer1 = in.layer0 + n;
+            mem_plan_compute(&sm->m[role][n], &in);
+        }
+    }
+}
+
+static void stage_model_free(stage_model *sm) {
+    for (int role = 0; role < 4; role++) free(sm->m[role]);
+}
+
+static int stage_role(size_t s, size_t S) { return (s == 0) | (s + 1 == S ? 2 : 0); }
+
+static double stage_units(const stage_model *sm, int role, size_t n) {
+    return (role & 2) ? (double)n * sm->unit_last + sm->head : (double)n * sm->unit_first;
+}
+
+// Cut L layers into S stages: the least worst-stage work (by_memory: the least
+// worst-stage memory) among cuts whose every stage fits avail bytes with the
+// context. Writes bounds (S + 1 entries); INFINITY when no cut fits.
+static double cut_stages(const stage_model *sm, size_t S, int by_memory, unsigned long long avail,
+                         unsigned long long ctx, size_t *bounds) {
+    size_t L = sm->L;
+    if (S == 0 || S > L) return INFINITY;
+    double *best = xmalloc((S + 1) * (L + 1) * sizeof *best);
+    size_t *from = xcalloc((S + 1) * (L + 1), sizeof *from);
+    for (size_t i = 0; i < (S + 1) * (L + 1); i++) best[i] = INFINITY;
+    best[0] = 0;
+    // best[s][l]: stages 0..s-1 over layers [0, l).
+    for (size_t s = 1; s <= S; s++) {
+        int role = stage_role(s - 1, S);
+        size_t lo = s, hi = s == S ? L : L - (S - s);
+        for (size_t l = lo; l <= hi; l++) {
+            if (s == S && l != L) continue;
+            for (size_t j = s - 1; j < l; j++) {
+                double prev = best[(s - 1) * (L + 1) + j];
+                if (prev == INFINITY) continue;
+                const mem_plan *m = &sm->m[role][l - j];
+                unsigned long long need = m->total + ctx;
+                if (!m->total || need > avail) continue;
+                double c = by_memory ? (double)need : stage_units(sm, role, l - j);
+                double w = c > prev ? c : prev;
+                if (w < best[s * (L + 1) + l]) {
+                    best[s * (L + 1) + l] = w;
+                    from[s * (L + 1) + l] = j;
+                }
+            }
+        }
+    }
+    double r = best[S * (L + 1) + L];
+    if (r != INFINITY) {
+        bounds[S] = L;
+        for (size_t s = S, l = L; s > 0; s--) l = bounds[s - 1] = from[s * (L + 1) + l];
+    }
+    free(best);
+    free(from);
+    return r;
+}
+
+typedef struct {
+    size_t S, replicas;
+    int lean;
+    size_t *bounds;
+    double units_max, tps;
+    const stage_model *sm;
+} pipe_plan;
+
+// Replicas of an S-stage pipeline on ng GPUs: as many as fit, splitting the optimizer window evenly.
+static size_t pipe_replicas(size_t ng, size_t S, size_t accum, size_t force) {
+    if (force) return force * S <= ng && accum % force == 0 ? force : 0;
+    size_t r = ng / S;
+    while (r > 1 && accum % r) r--;
+    return r;
+}
+
+// Tokens/s of a pipeline: each replica's window of accum / replicas micro-batches takes
+// (micro-batches + S - 1) slots of the slowest stage (GPipe fill and drain), plus the
+// activations crossing each stage boundary both ways through host memory.
+static double pipe_tps(const stage_model *sm, size_t S, size_t replicas, size_t accum, size_t tokens,
+                       const model_dims *d, double units_max) {
+    double mb = (double)(accum / replicas);
+    double slot = (double)tokens * units_max * sm->sec_per_unit_token;
+    double transfer = mb * (double)(S - 1) * 2.0 * (double)tokens * (double)d->hidden * 2.0 / PIPE_LINK_BPS;
+    double window = (mb + (double)S - 1) * slot + transfer;
+    return (double)replicas * mb * (double)tokens / window * (replicas > 1 ? 0.95 : 1.0);
+}
+
+// The one-line summary shard-plan --check prints for a plan train would accept.
+static int check_plan(const char *path) {
+    plan p;
+    char err[512];
+    if (plan_load(&p, path, err, sizeof err)) die("%s", err);
+    json_t *b = json_array(), *g = json_array();
+    for (size_t s = 0; s <= p.stages; s++) json_array_append_new(b, json_integer((json_int_t)p.bounds[s]));
+    for (size_t k = 0; k < p.replicas * p.stages; k++) json_array_append_new(g, json_integer(p.gpu[k]));
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:o, s:b, s:b, s:I}", "file", path, "fingerprint",
+                          p.fingerprint, "replicas", (json_int_t)p.replicas, "stages", (json_int_t)p.stages,
+                          "layers", (json_int_t)p.layers, "bounds", b, "gpus", g, "recompute", p.recompute,
+                          "host_offload", p.offload, "accum", (json_int_t)p.accum);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", text);
+    free(text);
+    json_decref(o);
+    plan_free(&p);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     check_init(argv[0]);
     const char *model = NULL, *gpus_spec = "auto", *pack_path = NULL, *out = NULL, *targets = "q_proj,k_proj,v_proj,o_proj";
     const char *recompute = "auto";
     unsigned long long cap = 0;
-    size_t tokens = 2048, max_len = 2048, accum = 0, r = 8, force_replicas = 0;
+    size_t tokens = 2048, max_len = 2048, accum = 0, r = 8, force_replicas = 0, force_stages = 0;
+    const char *check = NULL;
     double dropout = 0.1;
     enum { O_MODEL = 256, O_GPUS, O_CAP, O_PACK, O_TOKENS, O_MAXLEN, O_ACCUM, O_R, O_TARGET, O_DROP, O_RECOMPUTE,
-           O_REPLICAS, O_HELP };
+           O_REPLICAS, O_STAGES, O_CHECK, O_HELP };
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL}, {"gpus", 1, 0, O_GPUS}, {"memory-cap", 1, 0, O_CAP}, {"pack", 1, 0, O_PACK},
         {"tokens", 1, 0, O_TOKENS}, {"max-len", 1, 0, O_MAXLEN}, {"accum", 1, 0, O_ACCUM}, {"lora-r", 1, 0, O_R},
         {"target", 1, 0, O_TARGET}, {"lora-dropout", 1, 0, O_DROP}, {"recompute", 1, 0, O_RECOMPUTE},
-        {"replicas", 1, 0, O_REPLICAS}, {"output", 1, 0, 'o'}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"replicas", 1, 0, O_REPLICAS}, {"stages", 1, 0, O_STAGES}, {"check", 1, 0, O_CHECK}, {"output", 1, 0, 'o'}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
@@ -143,6 +297,7 @@ int main(int argc, char **argv) {
         case O_ACCUM: NUM(accum, "--accum"); break;
         case O_R: NUM(r, "--lora-r"); break;
         case O_REPLICAS: NUM(force_replicas, "--replicas"); break;
+        case O_STAGES: NUM(force_stages, "--stages"); break;
 #undef NUM
         case O_TARGET: targets = optarg; break;
         case O_DROP: dropout = strtod(optarg, &end); if (*end || dropout < 0 || dropout >= 1) die_usage("--lora-dropout: expected [0, 1)"); break;
@@ -151,12 +306,14 @@ int main(int argc, char **argv) {
                 die_usage("--recompute: expected auto, on or off");
             recompute = optarg;
             break;
+        case O_CHECK: check = optarg; break;
         case 'o': out = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: die_usage("unknown option");
         }
     }
     if (optind < argc) die_usage("unexpected argument '%s'", argv[optind]);
+    if (check) return check_plan(check);
     if (!model) die_usage("--model DIR is required");
 
     // The model's shape.
@@ -216,58 +373,178 @@ int main(int argc, char **argv) {
     mem_plan_compute(&lean, &in);
     in.offload = 1;
     mem_plan_compute(&offl, &in);
+    in.offload = 0;
     unsigned long long ctx = PLAN_CONTEXT_BYTES;
+    int rec_off = !strcmp(recompute, "off"), rec_on = !strcmp(recompute, "on");
+    if (force_stages > ng) die_usage("--stages %zu but only %zu GPU(s)", force_stages, ng);
+    if (force_stages > d.layers) die_usage("--stages %zu but %s has only %zu layers", force_stages, cfg_path, d.layers);
+    if (force_stages > 1 && force_replicas && force_replicas * force_stages > ng)
+        die_usage("--replicas %zu x --stages %zu needs %zu GPUs; %zu given", force_replicas, force_stages,
+                  force_replicas * force_stages, ng);
     int use_lean, use_offload = 0;
-    if (!strcmp(recompute, "on")) use_lean = 1;
-    else if (!strcmp(recompute, "off")) use_lean = 0;
+    if (rec_on) use_lean = 1;
+    else if (rec_off) use_lean = 0;
     else use_lean = fast.total + ctx > avail;
     if (use_lean && lean.total + ctx > avail) use_offload = 1;
     const mem_plan *m = use_offload ? &offl : use_lean ? &lean : &fast;
+    int whole_fits = m->total + ctx <= avail && !use_offload;
+    double params = plan_parameter_count(&d);
+
+    // Where one replica does not fit one GPU (or --stages asks), pipeline stages over
+    // several GPUs: every stage count, fast and lean, the best cut of each.
+    stage_model sms[2];
+    int sm_ready[2] = {0, 0};
+    pipe_plan best = {0};
+    size_t *cut = xcalloc(d.layers + 1, sizeof *cut);
+    best.bounds = xcalloc(d.layers + 1, sizeof *best.bounds);
+    int try_pipe = force_stages > 1 || (!force_stages && !whole_fits && ng >= 2);
+    size_t s_lo = force_stages > 1 ? force_stages : 2, s_hi = force_stages > 1 ? force_stages : ng;
+    if (s_hi > d.layers) s_hi = d.layers;
+    for (int lm = 0; try_pipe && lm < 2; lm++) {
+        if ((lm && rec_off) || (!lm && rec_on)) continue;
+        stage_model_init(&sms[lm], &d, &in, lm);
+        sm_ready[lm] = 1;
+        for (size_t S = s_lo; S <= s_hi; S++) {
+            size_t reps = pipe_replicas(ng, S, accum, force_replicas);
+            if (!reps) continue;
+            double units = cut_stages(&sms[lm], S, 0, avail, ctx, cut);
+            if (units == INFINITY) continue;
+            double t = pipe_tps(&sms[lm], S, reps, accum, tokens, &d, units);
+            if (t > best.tps) {
+                best = (pipe_plan){S, reps, lm, best.bounds, units, t, &sms[lm]};
+                memcpy(best.bounds, cut, (S + 1) * sizeof *cut);
+            }
+        }
+    }
+    // Host offload, where it fits, against the fastest pipeline.
+    double off_tps = 0;
+    size_t off_reps = pipe_replicas(ng, 1, accum, 0);
+    if (use_offload && offl.total + ctx <= avail) {
+        double per_mb = 2.0 * (double)d.layers * (double)offl.layer_bytes / PLAN_HOST_LINK_BPS;
+        double t_link = off_reps * (double)tokens / per_mb;
+        off_tps = off_reps * PLAN_RATE_LEAN / (6.0 * params) * (off_reps > 1 ? 0.95 : 1.0);
+        if (t_link < off_tps) off_tps = t_link;
+    }
+    int use_pipe = best.S > 1 && (force_stages > 1 || best.tps > off_tps);
     char b1[32], b2[32], b3[32];
-    if (m->total + ctx > avail) {
-        unsigned long long need = (!strcmp(recompute, "off") ? fast.total : offl.total) + ctx;
+    if (force_stages > 1 && !use_pipe) {
+        // The least memory any cut into that many stages needs.
+        stage_model *sm = &sms[rec_off ? 0 : 1];
+        double need = cut_stages(sm, force_stages, 1, ~0ULL, ctx, cut);
+        int reps_ok = pipe_replicas(ng, force_stages, accum, force_replicas) > 0;
+        if (!reps_ok)
+            die("--replicas %zu does not divide the %zu micro-batches of an optimizer step (pack --accum)",
+                force_replicas, accum);
+        die("%s does not fit in %zu pipeline stages: the worst stage needs %s per GPU (%s, %zu-token micro-batches) "
+            "and the GPUs offer %s", cfg_path, force_stages, fmt_bytes(need, b1, sizeof b1),
+            rec_off ? "without recompute" : "with recompute", tokens, fmt_bytes((double)avail, b2, sizeof b2));
+    }
+    if (!whole_fits && !use_pipe && !(use_offload && offl.total + ctx <= avail)) {
+        // Nothing fits: the least memory that would work, stages included.
+        unsigned long long need = (rec_off ? fast.total : offl.total) + ctx;
+        const char *how = rec_off ? "" : " with host offload";
+        size_t need_s = 0;
+        if (ng >= 2 && !force_stages) {
+            stage_model *sm = &sms[rec_off ? 0 : 1];
+            if (!sm_ready[rec_off ? 0 : 1]) { stage_model_init(sm, &d, &in, !rec_off); sm_ready[rec_off ? 0 : 1] = 1; }
+            for (size_t S = 2; S <= ng && S <= d.layers; S++) {
+                if (!pipe_replicas(ng, S, accum, force_replicas)) continue;
+                double b = cut_stages(sm, S, 1, ~0ULL, ctx, cut);
+                if (b < (double)need) { need = (unsigned long long)b; need_s = S; }
+            }
+        }
+        char howbuf[96];
+        if (need_s) snprintf(howbuf, sizeof howbuf, " in %zu pipeline stages%s", need_s, rec_off ? "" : " with recompute");
         die("%s does not fit: one replica needs %s per GPU (%s, %zu-token micro-batches) and the GPUs offer %s; "
-            "the smallest memory that works is %s per GPU%s (layer stages over several GPUs are not implemented yet)",
+            "the smallest memory that works is %s per GPU%s%s",
             cfg_path, fmt_bytes((double)(m->total + ctx), b1, sizeof b1),
             use_offload ? "recompute, layers streamed from host memory" : use_lean ? "with recompute" : "without recompute",
             tokens, fmt_bytes((double)avail, b2, sizeof b2), fmt_bytes((double)need, b3, sizeof b3),
-            !strcmp(recompute, "off") ? "" : " with host offload; smaller micro-batches need still less");
+            need_s ? howbuf : how, rec_off ? "" : "; smaller micro-batches need still less");
     }
 
-    // Replicas: every GPU, as long as the optimizer window splits evenly over them.
-    size_t replicas = force_replicas ? force_replicas : ng;
-    if (replicas > ng) die("--replicas %zu but only %zu GPU(s)", replicas, ng);
-    if (!force_replicas)
-        while (replicas > 1 && accum % replicas) replicas--;
-    else if (accum % replicas)
-        die("--replicas %zu does not divide the %zu micro-batches of an optimizer step (pack --accum)", replicas, accum);
-
-    double params = plan_parameter_count(&d);
-    double flop_tok = (use_lean ? 6.0 : 4.0) * params;
-    double rate = use_lean ? PLAN_RATE_LEAN : PLAN_RATE_FAST;
-    double tps = replicas * rate / flop_tok * (replicas > 1 ? 0.95 : 1.0);
-    // Offload is bound by the host link: every layer crosses it twice per micro-batch (forward, then
-    // recompute + backward).
-    if (use_offload) {
-        double per_mb = 2.0 * (double)d.layers * (double)offl.layer_bytes / PLAN_HOST_LINK_BPS;
-        double t_off = replicas * (double)tokens / per_mb;
-        if (t_off < tps) tps = t_off;
-    }
-
+    size_t replicas, stages = 1;
+    double tps;
+    // Per stage of a replica: its memory (the whole model's when one stage).
+    size_t *bounds = xcalloc(d.layers + 1, sizeof *bounds);
+    mem_plan *sm_mem = NULL;
+    const mem_plan *worst = m;
     fprintf(stderr, "shard-plan: %s: %zu layers, %.2f B parameters; %zu GPU(s), %s usable each\n", cfg_path, d.layers,
             params / 1e9, ng, fmt_bytes((double)avail, b1, sizeof b1));
-    fprintf(stderr, "shard-plan: one replica needs %s without recompute, %s with, %s with the layers in host memory; "
-            "chose %s\n", fmt_bytes((double)(fast.total + ctx), b1, sizeof b1),
-            fmt_bytes((double)(lean.total + ctx), b2, sizeof b2), fmt_bytes((double)(offl.total + ctx), b3, sizeof b3),
-            use_offload ? "host offload (recompute alone does not fit; the host link bounds the speed)"
-            : use_lean ? "recompute (the fast setting does not fit)" : "no recompute (fastest that fits)");
-    if (replicas < ng)
-        fprintf(stderr, "shard-plan: %zu replica(s) on %zu GPU(s): an optimizer step's %zu micro-batches split evenly "
-                "over %zu (pack with --accum a multiple of the GPU count to use them all)\n", replicas, ng, accum,
-                replicas);
-    else
-        fprintf(stderr, "shard-plan: %zu data-parallel replica(s), every layer on every GPU (a 7B model in bf16 fits "
-                "one GPU here: splitting layers would only add waiting)\n", replicas);
+    if (use_pipe) {
+        stages = best.S;
+        replicas = best.replicas;
+        use_lean = best.lean;
+        use_offload = 0;
+        tps = best.tps;
+        memcpy(bounds, best.bounds, (stages + 1) * sizeof *bounds);
+        sm_mem = xcalloc(stages, sizeof *sm_mem);
+        worst = &sm_mem[0];
+        for (size_t st = 0; st < stages; st++) {
+            sm_mem[st] = best.sm->m[stage_role(st, stages)][bounds[st + 1] - bounds[st]];
+            if (sm_mem[st].total > worst->total) worst = &sm_mem[st];
+        }
+        fprintf(stderr, "shard-plan: one replica needs %s without recompute, %s with, %s with the layers in host memory\n",
+                fmt_bytes((double)(fast.total + ctx), b1, sizeof b1), fmt_bytes((double)(lean.total + ctx), b2, sizeof b2),
+                fmt_bytes((double)(offl.total + ctx), b3, sizeof b3));
+        char where[1024] = "";
+        size_t wl = 0;
+        for (size_t st = 0; st < stages && wl < sizeof where - 64; st++)
+            wl += (size_t)snprintf(where + wl, sizeof where - wl, "%slayers %zu-%zu on GPU %zu", st ? ", " : "",
+                                   bounds[st], bounds[st + 1] - 1, st);
+        char why[160];
+        if (force_stages > 1) snprintf(why, sizeof why, "--stages %zu", stages);
+        else if (off_tps > 0) snprintf(why, sizeof why, "one replica does not fit one GPU; faster than host offload (%.0f tokens/s)", off_tps);
+        else snprintf(why, sizeof why, "one replica does not fit one GPU%s", rec_off ? "" : " even with recompute");
+        const char *mode = "no recompute";
+        if (use_lean && rec_on) mode = "recompute (--recompute on)";
+        else if (use_lean && sm_ready[0] && cut_stages(&sms[0], stages, 0, avail, ctx, cut) < INFINITY)
+            mode = "recompute (faster: without it the stages need more GPUs per replica)";
+        else if (use_lean) mode = "recompute (without it the stages do not fit)";
+        fprintf(stderr, "shard-plan: chose %zu pipeline stages (%s): %s; %s, the largest stage needs %s\n", stages,
+                where, why, mode,
+                fmt_bytes((double)(worst->total + ctx), b1, sizeof b1));
+        fprintf(stderr, "shard-plan: %zu replica(s) x %zu stages on %zu of %zu GPU(s) (rank = replica x %zu + stage; "
+                "GPU = rank); each replica's %zu micro-batches per step take %zu pipeline slots (%zu to fill and "
+                "drain)\n", replicas, stages, replicas * stages, ng, stages, accum / replicas,
+                accum / replicas + stages - 1, stages - 1);
+    } else {
+        if (use_offload && best.S > 1)
+            fprintf(stderr, "shard-plan: %zu pipeline stages would fit but predict %.0f tokens/s against host "
+                    "offload's %.0f\n", best.S, best.tps, off_tps);
+        // Replicas: every GPU, as long as the optimizer window splits evenly over them.
+        replicas = force_replicas ? force_replicas : ng;
+        if (replicas > ng) die("--replicas %zu but only %zu GPU(s)", replicas, ng);
+        if (!force_replicas)
+            while (replicas > 1 && accum % replicas) replicas--;
+        else if (accum % replicas)
+            die("--replicas %zu does not divide the %zu micro-batches of an optimizer step (pack --accum)", replicas, accum);
+
+        double flop_tok = (use_lean ? 6.0 : 4.0) * params;
+        double rate = use_lean ? PLAN_RATE_LEAN : PLAN_RATE_FAST;
+        tps = replicas * rate / flop_tok * (replicas > 1 ? 0.95 : 1.0);
+        // Offload is bound by the host link: every layer crosses it twice per micro-batch (forward, then
+        // recompute + backward).
+        if (use_offload) {
+            double per_mb = 2.0 * (double)d.layers * (double)offl.layer_bytes / PLAN_HOST_LINK_BPS;
+            double t_off = replicas * (double)tokens / per_mb;
+            if (t_off < tps) tps = t_off;
+        }
+        bounds[1] = d.layers;
+
+        fprintf(stderr, "shard-plan: one replica needs %s without recompute, %s with, %s with the layers in host memory; "
+                "chose %s\n", fmt_bytes((double)(fast.total + ctx), b1, sizeof b1),
+                fmt_bytes((double)(lean.total + ctx), b2, sizeof b2), fmt_bytes((double)(offl.total + ctx), b3, sizeof b3),
+                use_offload ? "host offload (recompute alone does not fit; the host link bounds the speed)"
+                : use_lean ? "recompute (the fast setting does not fit)" : "no recompute (fastest that fits)");
+        if (replicas < ng)
+            fprintf(stderr, "shard-plan: %zu replica(s) on %zu GPU(s): an optimizer step's %zu micro-batches split evenly "
+                    "over %zu (pack with --accum a multiple of the GPU count to use them all)\n", replicas, ng, accum,
+                    replicas);
+        else
+            fprintf(stderr, "shard-plan: %zu data-parallel replica(s), every layer on every GPU (a 7B model in bf16 fits "
+                    "one GPU here: splitting layers would only add waiting)\n", replicas);
+    }
     fprintf(stderr, "shard-plan: predicted %.0f tokens/s (calibrated on an H200, docs/PERF.md)\n", tps);
 
     json_t *root = json_object();
@@ -294,17 +571,20 @@ int main(int argc, char **argv) {
     json_object_set_new(root, "max_sequence", json_integer((json_int_t)max_len));
     json_object_set_new(root, "accum", json_integer((json_int_t)accum));
     json_object_set_new(root, "recompute", json_boolean(use_lean));
-    json_object_set_new(root, "embedding_on_host", json_boolean(m->embed_host > 0));
+    json_object_set_new(root, "embedding_on_host", json_boolean((sm_mem ? &sm_mem[0] : m)->embed_host > 0));
     json_object_set_new(root, "host_offload", json_boolean(use_offload));
     json_object_set_new(root, "replicas", json_integer((json_int_t)replicas));
-    json_object_set_new(root, "stages_per_replica", json_integer(1));
+    json_object_set_new(root, "stages_per_replica", json_integer((json_int_t)stages));
     json_t *pl = json_array();
     for (size_t i = 0; i < replicas; i++)
-        json_array_append_new(pl, json_pack("{s:I, s:I, s:I, s:[I,I], s:b, s:b}", "replica", (json_int_t)i, "stage", 0,
-                                            "gpu", (json_int_t)i, "layers", 0, (json_int_t)d.layers, "embedding", 1,
-                                            "head", 1));
+        for (size_t st = 0; st < stages; st++)
+            json_array_append_new(pl, json_pack("{s:I, s:I, s:I, s:[I,I], s:b, s:b, s:o}", "replica", (json_int_t)i,
+                                                "stage", (json_int_t)st, "gpu", (json_int_t)(i * stages + st), "layers",
+                                                (json_int_t)bounds[st], (json_int_t)bounds[st + 1], "embedding", st == 0,
+                                                "head", st + 1 == stages, "memory",
+                                                mem_json(sm_mem ? &sm_mem[st] : m, ctx)));
     json_object_set_new(root, "placement", pl);
-    json_object_set_new(root, "memory_per_gpu", mem_json(m, ctx));
+    json_object_set_new(root, "memory_per_gpu", mem_json(worst, ctx));
     if (use_offload) json_object_set_new(root, "host_memory_bytes", json_integer((json_int_t)(m->host_layers + m->embed_host)));
     json_object_set_new(root, "predicted_tokens_per_s", json_real(round(tps)));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -316,6 +596,11 @@ int main(int argc, char **argv) {
     free(text);
     json_decref(root);
     hf_config_free(&cfg);
+    for (int lm = 0; lm < 2; lm++) if (sm_ready[lm]) stage_model_free(&sms[lm]);
+    free(sm_mem);
+    free(bounds);
+    free(best.bounds);
+    free(cut);
     free(g);
     return 0;
 }
