@@ -219,6 +219,18 @@ static int case_exit(host_comm *c, int rank, int world) {
     return bad(rank, "a message arrived from a rank that sent none");
 }
 
+// Rank 1 ends while rank 0's sender thread still writes 48 MiB to it: the
+// thread, not the waiting main thread, ends rank 0 with the lost-rank line.
+static int case_send_lost(host_comm *c, int rank, int world) {
+    if (rank == 1) _exit(0);
+    unsigned char *buf = xcalloc(BIG, 1);
+    host_comm_set_step(c, 6);
+    host_comm_send(c, 1, 1, buf, BIG, "the test activations");
+    host_comm_set_step(c, 7);   // the message names the step of the send
+    host_comm_flush(c);
+    return bad(rank, "48 MiB were written to a rank that had exited");
+}
+
 // (e) Rank 0 stays alive but silent past the timeout.
 static int case_silent(host_comm *c, int rank, int world) {
     unsigned char buf[16];
@@ -289,6 +301,12 @@ int main(int argc, char **argv) {
              strstr(o->err[0], "rank 0: rank 2 refused the point-to-point link (it does not name rank 0"),
          "refused: rank 0 exited %d: %s", o->status[0], o->err[0]);
     odd = 0;
+
+    run_case("send_lost", 2, "5", case_send_lost, o);
+    T_OK(o->status[0] == 1 && lines(o->err[0]) == 1 && strstr(o->err[0], "rank 0: lost rank 1 (connection ") &&
+             strstr(o->err[0], ") during the test activations of step 6; the newest complete checkpoint in ") &&
+             strstr(o->err[0], tmp),
+         "send_lost: rank 0 exited %d: %s", o->status[0], o->err[0]);
 
     double t1 = now_s();
     run_case("silent", 2, "2", case_silent, o);

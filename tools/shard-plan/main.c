@@ -130,7 +130,9 @@ static json_t *mem_json(const mem_plan *m, unsigned long long context) {
 // the head (vocab x hidden x 6 FLOP per token, in layer-equivalents). The units
 // are turned into seconds so that a single stage gives the one-GPU prediction.
 #define PIPE_LINK_BPS 10e9   // activations between stages go through host memory (bf16, each way)
-#define PIPE_MAX_LAYERS 4096
+// Stage counts tried without --stages: past this, fill and drain dwarf any gain (and the
+// cut search, stages x layers^2, stays instant for every config hf_config accepts).
+#define PIPE_MAX_AUTO_STAGES 64
 
 typedef struct {
     size_t L;
@@ -400,6 +402,7 @@ int main(int argc, char **argv) {
     int try_pipe = force_stages > 1 || (!force_stages && !whole_fits && ng >= 2);
     size_t s_lo = force_stages > 1 ? force_stages : 2, s_hi = force_stages > 1 ? force_stages : ng;
     if (s_hi > d.layers) s_hi = d.layers;
+    if (force_stages <= 1 && s_hi > PIPE_MAX_AUTO_STAGES) s_hi = PIPE_MAX_AUTO_STAGES;
     for (int lm = 0; try_pipe && lm < 2; lm++) {
         if ((lm && rec_off) || (!lm && rec_on)) continue;
         stage_model_init(&sms[lm], &d, &in, lm);
@@ -447,7 +450,7 @@ int main(int argc, char **argv) {
         if (ng >= 2 && !force_stages) {
             stage_model *sm = &sms[rec_off ? 0 : 1];
             if (!sm_ready[rec_off ? 0 : 1]) { stage_model_init(sm, &d, &in, !rec_off); sm_ready[rec_off ? 0 : 1] = 1; }
-            for (size_t S = 2; S <= ng && S <= d.layers; S++) {
+            for (size_t S = 2; S <= ng && S <= d.layers && S <= PIPE_MAX_AUTO_STAGES; S++) {
                 if (!pipe_replicas(ng, S, accum, force_replicas)) continue;
                 double b = cut_stages(sm, S, 1, ~0ULL, ctx, cut);
                 if (b < (double)need) { need = (unsigned long long)b; need_s = S; }
