@@ -97,6 +97,13 @@ void lora_tensor_key(size_t layer, int module, int is_b, char *buf, size_t n) {
     snprintf(buf, n, "base_model.model.model.layers.%zu.%s.lora_%c.weight", layer, paths[module], is_b ? 'B' : 'A');
 }
 
+size_t lora_layer_begin(const lora_layout *l, size_t layer) {
+    for (size_t i = layer; i < l->layers; i++)
+        for (int m = 0; m < LORA_NMOD; m++)
+            if (l->on[m]) return l->off_a[i * LORA_NMOD + m];
+    return l->n_params;
+}
+
 size_t *lora_tensor_offsets(const lora_layout *l) {
     size_t *off = xmalloc((l->n_tensors + 1) * sizeof(size_t)), k = 0;
     for (size_t i = 0; i < l->layers; i++)

@@ -48,6 +48,9 @@ void lora_tensor_at(const lora_layout *l, size_t index, size_t *layer, int *modu
 void lora_tensor_key(size_t layer, int module, int is_b, char *buf, size_t n);
 // Arena offsets of every tensor in order, plus the total: (n_tensors + 1), malloc'ed.
 size_t *lora_tensor_offsets(const lora_layout *l);
+// Arena offset where layer `layer`'s tensors begin (n_params for layer == layers):
+// a layer's tensors are contiguous, so layers [a, b) are [begin(a), begin(b)).
+size_t lora_layer_begin(const lora_layout *l, size_t layer);
 static inline size_t lora_tensor_numel(const lora_layout *l, int module, int is_b) {
     return is_b ? l->out[module] * l->r : l->r * l->in[module];
 }

@@ -49,14 +49,18 @@ double grad_norm_from_sumsq(const float *ss, size_t n_tensors) {
     return (float)sqrt(total);
 }
 
-double grad_global_norm(const float *g, const size_t *off, size_t n_tensors) {
-    float *ss = malloc(n_tensors * sizeof(float));
+void grad_sumsq(const float *g, const size_t *off, size_t n_tensors, float *ss) {
     #pragma omp parallel for schedule(dynamic) if(off[n_tensors] >= (1u << 16))
     for (size_t t = 0; t < n_tensors; t++) {
         double acc = 0.0;
         for (size_t i = off[t]; i < off[t + 1]; i++) acc += (double)g[i] * g[i];
         ss[t] = (float)acc;
     }
+}
+
+double grad_global_norm(const float *g, const size_t *off, size_t n_tensors) {
+    float *ss = malloc(n_tensors * sizeof(float));
+    grad_sumsq(g, off, n_tensors, ss);
     double n = grad_norm_from_sumsq(ss, n_tensors);
     free(ss);
     return n;

@@ -24,6 +24,8 @@ size_t warmup_from_ratio(size_t total_steps, double ratio);
 // torch.nn.utils.clip_grad_norm_: the norm of the per-tensor norms, each
 // tensor being [off[i], off[i+1]) of g. Returns the pre-clip total norm.
 double grad_global_norm(const float *g, const size_t *tensor_off, size_t n_tensors);
+// The per-tensor sums of squares grad_global_norm starts from (ss: n_tensors floats).
+void grad_sumsq(const float *g, const size_t *tensor_off, size_t n_tensors, float *ss);
 // The same from per-tensor sums of squares (the CUDA path reduces on the device).
 double grad_norm_from_sumsq(const float *sumsq, size_t n_tensors);
 // Clip coefficient min(max_norm / (norm + 1e-6), 1), as a float.

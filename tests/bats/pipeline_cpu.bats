@@ -5,7 +5,9 @@
 # Tolerances. A stage runs exactly the whole model's arithmetic on its layers
 # (the stage input crosses the wire unchanged, every layer's gradients meet the
 # micro-batches in window order, dropout masks are keyed by the model's layer
-# index), and the gradient all-reduce adds zeros outside each rank's layers: so
+# index); one replica's stages keep and update their own layers' slice of the
+# LoRA state, the gradient norm sums per-tensor squares that live on one stage
+# each (the others add exact zeros), and checkpoints gather the slices: so
 # stages alone must give the one-process adapter bit for bit (cmp). Replicas
 # add their gradients in rank order instead of window order, which changes
 # fp32 rounding only: the data-parallel bars of dp_cpu.bats apply (loss 1e-6,
@@ -70,10 +72,12 @@ numbers() { jq -c 'del(.tokens_per_s, .elapsed_s)' "$1"; }
 @test "pipeline_cpu: with LoRA dropout and an evaluation set, 3 stages still match one process bit for bit" {
     "$BIN/pack" --batch-size 2 --seed 1 --keep-empty -o "$T/ev.pack" "$GOLD/untied-qkvo/eval.jsonl"
     a=("${ARGS[@]}" --lora-dropout 0.1 --data "$T/u.pack" --eval-data "$T/ev.pack" --eval-steps 2)
-    "$BIN/train" "${a[@]}" --out "$T/one"
+    "$BIN/train" "${a[@]}" --out "$T/one" --debug-grads "$T/g1.safetensors"
     make_plan "$T/p.json" 1 "0,1,3,4"
-    "$BIN/train" "${a[@]}" --out "$T/st" --plan "$T/p.json"
+    "$BIN/train" "${a[@]}" --out "$T/st" --plan "$T/p.json" --debug-grads "$T/g3.safetensors"
     cmp "$T/st/adapter_model.safetensors" "$T/one/adapter_model.safetensors"
+    # each stage keeps its own layers' gradients; gathered, they are one process's
+    cmp "$T/g3.safetensors" "$T/g1.safetensors"
     diff <(numbers "$T/st/metrics.jsonl") <(numbers "$T/one/metrics.jsonl")
     [ "$(jq -s '[.[] | select(.eval_loss != null)] | length' "$T/st/metrics.jsonl")" -ge 2 ]
 }

@@ -28,6 +28,11 @@ typedef struct {
     size_t step;               // the optimizer step under way (1-based; 0 before the first)
     size_t layer0, layer1;     // the layers this rank holds (a pipeline stage; all of them otherwise)
     int rank;
+    // One replica cut into stages: each rank's gradients, and its optimizer's
+    // work, matter only in its own layers' slice [own_lo, own_hi) of the arena;
+    // no gradient all-reduce, and the state is gathered when it is read.
+    int own_only;
+    size_t own_lo, own_hi;
 } cpu_ctx;
 
 static const float *load(cpu_ctx *c, const hf_model *hm, const char *name) {
@@ -46,12 +51,22 @@ static void set_state(backend *b, const float *p, const float *m, const float *v
     if (v) memcpy(c->mom2, v, n); else memset(c->mom2, 0, n);
 }
 
+// dst = src, and with stage-local state every rank's own slice from its owner
+// (a collective: every rank calls it; the slices' sum adds exact zeros).
+static void gather(cpu_ctx *c, float *dst, const float *src, const char *what) {
+    size_t n = c->l->n_params;
+    memcpy(dst, src, n * sizeof(float));
+    if (!c->own_only) return;
+    memset(dst, 0, c->own_lo * sizeof(float));
+    memset(dst + c->own_hi, 0, (n - c->own_hi) * sizeof(float));
+    host_comm_allreduce_f32(c->comm, dst, n, what);
+}
+
 static void get_state(backend *b, float *p, float *m, float *v) {
     cpu_ctx *c = b->ctx;
-    size_t n = c->l->n_params * sizeof(float);
-    if (p) memcpy(p, c->params, n);
-    if (m) memcpy(m, c->mom1, n);
-    if (v) memcpy(v, c->mom2, n);
+    if (p) gather(c, p, c->params, "gathering the stages' parameters");
+    if (m) gather(c, m, c->mom1, "gathering the stages' optimizer state");
+    if (v) gather(c, v, c->mom2, "gathering the stages' optimizer state");
 }
 
 static void zero_grads(backend *b) {
@@ -61,7 +76,7 @@ static void zero_grads(backend *b) {
 
 static void get_grads(backend *b, float *g) {
     cpu_ctx *c = b->ctx;
-    memcpy(g, c->grads, c->l->n_params * sizeof(float));
+    gather(c, g, c->grads, "gathering the stages' gradients");
 }
 
 static double micro_step(backend *b, const micro_batch *mb, float inv_n, dropout_cfg drop) {
@@ -91,7 +106,7 @@ static void begin_step(backend *b, size_t step) {
 
 static void reduce_grads(backend *b) {
     cpu_ctx *c = b->ctx;
-    if (c->comm) host_comm_allreduce_f32(c->comm, c->grads, c->l->n_params, "the gradient all-reduce");
+    if (c->comm && !c->own_only) host_comm_allreduce_f32(c->comm, c->grads, c->l->n_params, "the gradient all-reduce");
 }
 
 static void allreduce(backend *b, double *v, size_t n) {
@@ -102,12 +117,23 @@ static void allreduce(backend *b, double *v, size_t n) {
 
 static double grad_norm(backend *b) {
     cpu_ctx *c = b->ctx;
-    return grad_global_norm(c->grads, c->tensor_off, c->l->n_tensors);
+    if (!c->own_only) return grad_global_norm(c->grads, c->tensor_off, c->l->n_tensors);
+    // Each tensor's sum of squares lives on one stage (zeros elsewhere): summed
+    // over the ranks they are the one-process values, bit for bit.
+    size_t nt = c->l->n_tensors;
+    float *ss = xmalloc((nt ? nt : 1) * sizeof(float));
+    grad_sumsq(c->grads, c->tensor_off, nt, ss);
+    host_comm_allreduce_f32(c->comm, ss, nt, "the gradient norm");
+    double norm = grad_norm_from_sumsq(ss, nt);
+    free(ss);
+    return norm;
 }
 
 static void adamw(backend *b, float clip, double lr, size_t step) {
     cpu_ctx *c = b->ctx;
-    adamw_step(c->params, c->grads, c->mom1, c->mom2, c->l->n_params, clip, lr, c->oc, step);
+    // A stage updates its own slice only (the rest is other stages' business).
+    size_t lo = c->own_only ? c->own_lo : 0, hi = c->own_only ? c->own_hi : c->l->n_params;
+    adamw_step(c->params + lo, c->grads + lo, c->mom1 + lo, c->mom2 + lo, hi - lo, clip, lr, c->oc, step);
 }
 
 static void report(backend *b) {
@@ -211,6 +237,9 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
                             .arena_floats = l->n_params, .settings = settings, .out_dir = o->out_dir,
                             .p2p_peers = peers, .n_p2p_peers = (size_t)np};
         c->comm = host_comm_open(&hc);
+        c->own_only = o->stages > 1 && o->world == o->stages;
+        c->own_lo = lora_layer_begin(l, c->layer0);
+        c->own_hi = lora_layer_begin(l, c->layer1);
     }
     backend *b = xcalloc(1, sizeof *b);
     *b = (backend){.name = "cpu", .ctx = c, .set_state = set_state, .get_state = get_state, .zero_grads = zero_grads, .get_grads = get_grads,

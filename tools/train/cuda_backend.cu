@@ -103,6 +103,10 @@ struct cuda_ctx {
     size_t l0, l1;
     host_comm *hcomm;
     float *grads_host;
+    // One replica cut into stages: gradients and optimizer work matter only in
+    // this rank's slice [own_lo, own_hi) of the LoRA arena (as cpu_backend.c).
+    int own_only;
+    size_t own_lo, own_hi;
     double *red_dev;                  // scratch for scalar all-reduces
     model_dims d;
     const lora_layout *l;
@@ -724,13 +728,23 @@ static void cu_set_state(backend *b, const float *p, const float *m, const float
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
 }
 
+// dst (host) = src (device), with stage-local state every slice from its owner
+// (a collective: every rank calls it).
+static void gather(cuda_ctx *c, float *dst, const float *src, const char *what) {
+    size_t n = c->l->n_params;
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost));
+    if (!c->own_only) return;
+    memset(dst, 0, c->own_lo * sizeof(float));
+    memset(dst + c->own_hi, 0, (n - c->own_hi) * sizeof(float));
+    host_comm_allreduce_f32(c->hcomm, dst, n, what);
+}
+
 static void cu_get_state(backend *b, float *p, float *m, float *v) {
     cuda_ctx *c = ctx_of(b);
-    size_t n = c->l->n_params * sizeof(float);
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    if (p) CUDA_CHECK(cudaMemcpy(p, c->params, n, cudaMemcpyDeviceToHost));
-    if (m) CUDA_CHECK(cudaMemcpy(m, c->mom1, n, cudaMemcpyDeviceToHost));
-    if (v) CUDA_CHECK(cudaMemcpy(v, c->mom2, n, cudaMemcpyDeviceToHost));
+    if (p) gather(c, p, c->params, "gathering the stages' parameters");
+    if (m) gather(c, m, c->mom1, "gathering the stages' optimizer state");
+    if (v) gather(c, v, c->mom2, "gathering the stages' optimizer state");
 }
 
 static void cu_zero_grads(backend *b) {
@@ -739,9 +753,7 @@ static void cu_zero_grads(backend *b) {
 }
 
 static void cu_get_grads(backend *b, float *g) {
-    cuda_ctx *c = ctx_of(b);
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    CUDA_CHECK(cudaMemcpy(g, c->grads, c->l->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    gather(ctx_of(b), g, ctx_of(b)->grads, "gathering the stages' gradients");
 }
 
 static double cu_micro_step(backend *b, const micro_batch *mb, float inv_n, dropout_cfg drop) {
@@ -767,6 +779,7 @@ static void cu_begin_step(backend *b, size_t step) {
 
 static void cu_reduce_grads(backend *b) {
     cuda_ctx *c = ctx_of(b);
+    if (c->own_only) return;   // each stage's gradients stay its own
     if (c->hcomm) {   // pipeline stages: through host memory
         size_t n = c->l->n_params;
         CUDA_CHECK(cudaMemcpyAsync(c->grads_host, c->grads, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
@@ -807,14 +820,17 @@ static double cu_grad_norm(backend *b) {
     std::vector<float> ss(nt);
     CUDA_CHECK(cudaMemcpyAsync(ss.data(), c->sumsq, nt * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    // Stage-local gradients: each tensor's sum lives on one stage, zeros elsewhere.
+    if (c->own_only) host_comm_allreduce_f32(c->hcomm, ss.data(), nt, "the gradient norm");
     return grad_norm_from_sumsq(ss.data(), nt);
 }
 
 static void cu_adamw(backend *b, float clip, double lr, size_t step) {
     cuda_ctx *c = ctx_of(b);
     adamw_scalars a = adamw_scalars_for(c->oc, lr, step);
-    k_adamw(c->params, c->grads, c->mom1, c->mom2, c->l->n_params, clip, a.decay, a.w1, a.b2, a.w2, a.step_size,
-            a.bc2_sqrt, a.eps, c->stream);
+    size_t lo = c->own_only ? c->own_lo : 0, hi = c->own_only ? c->own_hi : c->l->n_params;
+    k_adamw(c->params + lo, c->grads + lo, c->mom1 + lo, c->mom2 + lo, hi - lo, clip, a.decay, a.w1, a.b2, a.w2,
+            a.step_size, a.bc2_sqrt, a.eps, c->stream);
     refresh_bf16(c);
 }
 
@@ -1130,6 +1146,9 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
         hc.out_dir = o->out_dir; hc.p2p_peers = peers; hc.n_p2p_peers = (size_t)np;
         c->hcomm = host_comm_open(&hc);
         CUDA_CHECK(cudaHostAlloc((void **)&c->grads_host, P * sizeof(float), cudaHostAllocDefault));
+        c->own_only = o->world == o->stages;
+        c->own_lo = lora_layer_begin(l, c->l0);
+        c->own_hi = lora_layer_begin(l, c->l1);
     } else if (c->world > 1) {
         nccl_init(c, o);
     }

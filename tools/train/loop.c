@@ -266,10 +266,12 @@ int train_run(const train_opts *o) {
         b->allreduce(b, agree, 2);
         sum = agree[0];
         if (agree[1] > 0 && !stop_signal) stop_signal = (int)agree[1] >= SIGTERM ? SIGTERM : SIGINT;
-        if (o->debug_grads && step == start && rank == 0) {
+        // Pipeline stages keep their own layers' state: reading it is a collective.
+        int all_read = stages > 1;
+        if (o->debug_grads && step == start && (rank == 0 || all_read)) {
             float *g = xmalloc(l.n_params * sizeof(float));
             b->get_grads(b, g);
-            lora_arena_save(&l, g, o->debug_grads);
+            if (rank == 0) lora_arena_save(&l, g, o->debug_grads);
             free(g);
         }
         double loss = w.targets_global ? sum * inv : 0.0;
@@ -301,10 +303,10 @@ int train_run(const train_opts *o) {
             if (rank == 0) metrics_eval(&mt, step + 1, el, et);
         }
         int save = (o->save_steps && (step + 1) % o->save_steps == 0) || stop_signal;
-        if (save && !last && rank == 0) {
+        if (save && !last && (rank == 0 || all_read)) {
             st.step = step + 1;
             b->get_state(b, st.params, st.m, st.v);
-            checkpoint_save(o, &l, &dims, &st, total, fp);
+            if (rank == 0) checkpoint_save(o, &l, &dims, &st, total, fp);
             last_saved = step + 1;
         }
         if (stop_signal && !last) {
@@ -319,6 +321,7 @@ int train_run(const train_opts *o) {
     metrics_close(&mt);
     pipeline_destroy(pipe);
     free(drops);
+    if (stages > 1 && rank != 0) b->get_state(b, st.params, NULL, NULL);   // the stages' share of the gather
     if (rank == 0) {
         b->get_state(b, st.params, NULL, NULL);
         adapter_write_final(o, &l, st.params, o->out_dir);

@@ -16,8 +16,11 @@
 // meet the micro-batches in window order, the dropout masks are keyed by the
 // model's layer index and the micro-batch's place in the global window, and a
 // stage input crosses the wire unchanged (the backend's own dtype). The loss
-// lives on the last stage; the loop's all-reduce sums it (and the gradients,
-// which are zero outside each rank's layers) over every rank.
+// lives on the last stage; the loop's all-reduce sums it over every rank. With
+// one replica each stage keeps, clips and updates its own layers' slice of the
+// LoRA state: the gradient norm sums per-tensor squares that live on one stage
+// each, and only a checkpoint or the final adapter gathers the slices (the
+// backends' get_state). Replicas of a pipeline all-reduce the whole gradient.
 //
 // Messages are host_comm's point-to-point sends: buffered, so a stage never
 // waits for its neighbour to read; tagged with the step's low bits, the kind
