@@ -32,9 +32,12 @@ make_plan() {  # out replicas bounds model
                            embedding: ($s == 0), head: ($s == $S - 1)}]' "$T/base.json" > "$1"
 }
 
-@test "gpu pipeline: 2 and 3 stages on one GPU give the one-process adapter bit for bit, with dropout" {
-    a=(--device cuda --model "$M4" --data "$T/u.pack" --lora-dropout 0.1 --seed 7 --quiet)
+@test "gpu pipeline: 2 and 3 stages on one GPU give the one-process adapter bit for bit, with dropout and evaluation" {
+    "$BIN/pack" --batch-size 2 --seed 1 --keep-empty -o "$T/ev.pack" "$GOLD/untied-qkvo/eval.jsonl"
+    a=(--device cuda --model "$M4" --data "$T/u.pack" --lora-dropout 0.1 --seed 7 --quiet --eval-data "$T/ev.pack"
+       --eval-steps 3)
     "$BIN/train" "${a[@]}" --out "$T/one"
+    [ "$(jq -s '[.[] | select(.eval_loss != null)] | length' "$T/one/metrics.jsonl")" -ge 2 ]
     for b in "0,2,4" "0,1,3,4"; do
         make_plan "$T/p.json" 1 "$b" "$M4"
         run "$BIN/train" "${a[@]}" --out "$T/st" --plan "$T/p.json"

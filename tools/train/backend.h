@@ -51,6 +51,10 @@ struct backend {
     // The ranks' host collectives, which also carry the stages' point-to-point
     // messages (NULL on one rank).
     struct host_comm *(*comm)(backend *b);
+    // Host memory for stage_step's buffers: CUDA pins it, so that the copies to
+    // and from the device run at the bus's speed (NULL: malloc and free).
+    void *(*host_alloc)(backend *b, size_t bytes);
+    void (*host_free)(backend *b, void *p);
     // Bytes of memory held, for the start-up report (by arena).
     void (*report)(backend *b);
     void (*destroy)(backend *b);

@@ -772,6 +772,18 @@ static double cu_stage_step(backend *b, const micro_batch *mb, const void *x_in,
 
 static host_comm *cu_comm(backend *b) { return ctx_of(b)->hcomm; }
 
+static void *cu_host_alloc(backend *b, size_t bytes) {
+    (void)b;
+    void *p = nullptr;
+    CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault));
+    return p;
+}
+
+static void cu_host_free(backend *b, void *p) {
+    (void)b;
+    cudaFreeHost(p);
+}
+
 static void cu_begin_step(backend *b, size_t step) {
     cuda_ctx *c = ctx_of(b);
     if (c->hcomm) host_comm_set_step(c->hcomm, step);
@@ -1173,5 +1185,6 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     b->allreduce = cu_allreduce;
     b->grad_norm = cu_grad_norm; b->adamw = cu_adamw; b->report = cu_report; b->destroy = cu_destroy;
     b->stage_elt = 2; b->stage_step = cu_stage_step; b->comm = cu_comm; b->begin_step = cu_begin_step;
+    b->host_alloc = cu_host_alloc; b->host_free = cu_host_free;
     return b;
 }

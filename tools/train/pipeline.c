@@ -47,6 +47,16 @@ struct pipeline {
     size_t accum, max_tokens;
 };
 
+static unsigned char *host_alloc(pipeline *p, size_t bytes) {
+    return p->b->host_alloc ? p->b->host_alloc(p->b, bytes) : xmalloc(bytes);
+}
+
+static void host_free(pipeline *p, void *ptr) {
+    if (!ptr) return;
+    if (p->b->host_free) p->b->host_free(p->b, ptr);
+    else free(ptr);
+}
+
 static uint32_t tag_of(size_t step, int kind, size_t k) {
     return (uint32_t)((step & 0xfffu) << 20) | (uint32_t)kind << 16 | (uint32_t)(k & 0xffffu);
 }
@@ -66,9 +76,9 @@ pipeline *pipeline_create(backend *b, const train_opts *o, size_t hidden, size_t
     p->max_tokens = max_tokens ? max_tokens : 1;
     size_t mb_bytes = p->max_tokens * p->row_bytes;
     // The first stage starts from the embedding: it saves no inputs.
-    if (p->prev >= 0) p->saved = xmalloc(accum * mb_bytes);
-    p->out = xmalloc(mb_bytes);
-    p->grad = xmalloc(mb_bytes);
+    if (p->prev >= 0) p->saved = host_alloc(p, accum * mb_bytes);
+    p->out = host_alloc(p, mb_bytes);
+    p->grad = host_alloc(p, mb_bytes);
     p->saved_at = xcalloc(accum, sizeof *p->saved_at);
     {
         char a[32];
@@ -149,9 +159,9 @@ double pipeline_eval(pipeline *p, const micro_batch *mb) {
 
 void pipeline_destroy(pipeline *p) {
     if (!p) return;
-    free(p->saved);
-    free(p->out);
-    free(p->grad);
+    host_free(p, p->saved);
+    host_free(p, p->out);
+    host_free(p, p->grad);
     free(p->saved_at);
     free(p);
 }
