@@ -17,6 +17,7 @@
 # more and are far below what one missing rank's gradient changes (measured:
 # the grad norm by 30% at step 1, the loss by 2.3e-4 relative at step 3).
 load helpers
+load ranks
 
 GOLD="$FIX/train"
 DIFF="$ROOT/build/test-tools/st_diff"
@@ -24,9 +25,7 @@ CASE="$GOLD/untied-qkvo"
 export LORAPIPE_COMM_TIMEOUT=20
 
 setup() {
-    # Only the variables each test sets may say who a process is.
-    unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT GROUP_RANK LOCAL_WORLD_SIZE \
-          SLURM_PROCID SLURM_NTASKS SLURM_LOCALID LORAPIPE_RANK LORAPIPE_WORLD LORAPIPE_LOCAL_RANK LORAPIPE_RDZV
+    clear_rank_env
     T="$BATS_TEST_TMPDIR"
     # The golden case's settings, with 4 micro-batches per step (a multiple of 1, 2 and 4 ranks).
     ARGS=(--device cpu --model "$CASE/model" --init-adapter "$CASE/init_adapter" --lora-dropout 0 --lr 0.002
@@ -36,16 +35,6 @@ setup() {
 pack_dp() {  # out.pack epochs
     "$BIN/pack" --batch-size 2 --accum 4 --epochs "$2" --seed 42 --order group_by_length --keep-empty -o "$1" \
         "$CASE/data.jsonl"
-}
-
-# A TCP port nobody listens on (rank 0's bind can still lose a race: callers retry).
-free_port() {
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
-    done
-    return 1
 }
 
 # Wait for the pids; "r=status" per rank in STATUS (ordered by rank).
@@ -78,19 +67,6 @@ run_torchrun() {  # dir pack [args]
         wait_all "${pids[@]}"
         grep -q "cannot listen" "$d/err.0" || return 0   # another process took the port: try another
     done
-}
-
-# Losses (1e-6 relative) and gradient norms (1e-5 relative) per step; the last
-# line of each step counts (a resumed run repeats steps after its checkpoint).
-same_steps() {  # metrics_a metrics_b
-    jq -s -e --slurpfile b "$2" '
-        def last_by_step: [ .[] | select(.loss != null) ] | group_by(.step) | map(last);
-        (. | last_by_step) as $x | ($b | last_by_step) as $y
-        | ($x | length) == ($y | length) and ($x | length) > 0 and
-          all(range(0; $x | length); $x[.].step == $y[.].step and
-              ($x[.].loss - $y[.].loss | fabs) <= 1e-6 * ($y[.].loss | fabs) and
-              ($x[.].grad_norm - $y[.].grad_norm | fabs) <= 1e-5 * ($y[.].grad_norm | fabs))' "$1" \
-      || { paste <(jq -c '[.step, .loss, .grad_norm]' "$1") <(jq -c '[.step, .loss, .grad_norm]' "$2"); return 1; }
 }
 
 @test "dp_cpu: two hosts x two ranks (torchrun variables) match one rank; two runs are byte-identical" {

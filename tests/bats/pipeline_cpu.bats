@@ -13,6 +13,7 @@
 # fp32 rounding only: the data-parallel bars of dp_cpu.bats apply (loss 1e-6,
 # grad norm 1e-5 relative, adapter 1e-6 absolute).
 load helpers
+load ranks
 
 GOLD="$FIX/train"
 DIFF="$ROOT/build/test-tools/st_diff"
@@ -20,8 +21,7 @@ M4="$GOLD/pipeline-4layer"
 export LORAPIPE_COMM_TIMEOUT=20
 
 setup() {
-    unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT GROUP_RANK LOCAL_WORLD_SIZE \
-          SLURM_PROCID SLURM_NTASKS SLURM_LOCALID LORAPIPE_RANK LORAPIPE_WORLD LORAPIPE_LOCAL_RANK LORAPIPE_RDZV
+    clear_rank_env
     T="$BATS_TEST_TMPDIR"
     ARGS=(--device cpu --model "$M4" --lora-dropout 0 --lr 0.002 --schedule cosine --warmup-ratio 0.1
           --weight-decay 0.1 --max-grad-norm 0.5 --seed 42 --threads 1 --quiet)
@@ -40,17 +40,6 @@ make_plan() {  # out replicas bounds
         | .placement = [range(0; $R) as $r | range(0; $S) as $s
                         | {replica: $r, stage: $s, gpu: ($r * $S + $s), layers: [$B[$s], $B[$s + 1]],
                            embedding: ($s == 0), head: ($s == $S - 1)}]' "$T/base.json" > "$1"
-}
-
-same_steps() {  # metrics_a metrics_b
-    jq -s -e --slurpfile b "$2" '
-        def last_by_step: [ .[] | select(.loss != null) ] | group_by(.step) | map(last);
-        (. | last_by_step) as $x | ($b | last_by_step) as $y
-        | ($x | length) == ($y | length) and ($x | length) > 0 and
-          all(range(0; $x | length); $x[.].step == $y[.].step and
-              ($x[.].loss - $y[.].loss | fabs) <= 1e-6 * ($y[.].loss | fabs) and
-              ($x[.].grad_norm - $y[.].grad_norm | fabs) <= 1e-5 * ($y[.].grad_norm | fabs))' "$1" \
-      || { paste <(jq -c '[.step, .loss, .grad_norm]' "$1") <(jq -c '[.step, .loss, .grad_norm]' "$2"); return 1; }
 }
 
 # The numbers of a run, without its timings.
@@ -118,7 +107,7 @@ numbers() { jq -c 'del(.tokens_per_s, .elapsed_s)' "$1"; }
     "$BIN/pack" --batch-size 2 --accum 4 --epochs 60 --seed 42 --order group_by_length --keep-empty -o "$T/long.pack" \
         "$GOLD/untied-qkvo/data.jsonl"
     make_plan "$T/p.json" 1 "0,2,4"
-    port=$((20000 + RANDOM % 40000))
+    port=$(free_port)
     pids=()
     for r in 0 1; do
         RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
@@ -142,7 +131,7 @@ numbers() { jq -c 'del(.tokens_per_s, .elapsed_s)' "$1"; }
 
 @test "pipeline_cpu: a launcher's world that does not match the plan is refused with one line" {
     make_plan "$T/p.json" 1 "0,2,4"
-    port=$((20000 + RANDOM % 40000))
+    port=$(free_port)
     run env RANK=0 WORLD_SIZE=3 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
         "$BIN/train" "${ARGS[@]}" --data "$T/u.pack" --out "$T/x" --plan "$T/p.json"
     [ "$status" -eq 1 ]

@@ -6,6 +6,7 @@
 # input crosses the wire unchanged, so the adapter must equal the one-process
 # run's bit for bit (cmp), as on the CPU (tests/bats/pipeline_cpu.bats).
 load ../bats/helpers
+load ../bats/ranks
 
 GOLD="$FIX/train"
 M4="$GOLD/pipeline-4layer"
@@ -14,7 +15,7 @@ export LORAPIPE_COMM_TIMEOUT=60
 
 setup() {
     nvidia-smi -L >/dev/null 2>&1 || skip "no NVIDIA GPU visible"
-    unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT LORAPIPE_RANK LORAPIPE_WORLD LORAPIPE_LOCAL_RANK LORAPIPE_RDZV
+    clear_rank_env
     T="$BATS_TEST_TMPDIR"
     "$BIN/pack" --batch-size 2 --accum 4 --epochs 3 --seed 42 --order group_by_length --keep-empty -o "$T/u.pack" \
         "$GOLD/untied-qkvo/data.jsonl"

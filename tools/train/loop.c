@@ -45,29 +45,18 @@ static void make_fingerprint(char *buf, size_t n, const train_opts *o, const tra
              o->weight_decay, o->max_grad_norm, o->adam_beta1, o->adam_beta2, o->adam_eps, o->seed);
 }
 
-// The summed loss over the evaluation set through the stages (the last stage's; 0 elsewhere).
-static double evaluate_pipeline(pipeline *p, train_data *ev, size_t *targets_out) {
+// The summed loss over the evaluation set, in one process or through the
+// pipeline's stages (then the last stage's sum; 0 on the others).
+static double evaluate(backend *b, pipeline *p, train_data *ev, size_t *targets_out) {
     double sum = 0.0;
     size_t targets = 0;
     for (size_t i = 0; i < train_data_eval_count(ev); i++) {
         const micro_batch *mb = train_data_eval_batch(ev, i);
         targets += micro_batch_targets(mb);
-        sum += pipeline_eval(p, mb);
+        sum += p ? pipeline_eval(p, mb) : b->eval_loss(b, mb);
     }
     *targets_out = targets;
     return sum;
-}
-
-static double evaluate(backend *b, train_data *ev, size_t *targets_out) {
-    double sum = 0.0;
-    size_t targets = 0;
-    for (size_t i = 0; i < train_data_eval_count(ev); i++) {
-        const micro_batch *mb = train_data_eval_batch(ev, i);
-        targets += micro_batch_targets(mb);
-        sum += b->eval_loss(b, mb);
-    }
-    *targets_out = targets;
-    return targets ? sum / (double)targets : NAN;
 }
 
 int train_run(const train_opts *o) {
@@ -290,17 +279,17 @@ int train_run(const train_opts *o) {
         if (eval && o->eval_steps && ((step + 1) % o->eval_steps == 0 || last)) {
             // One process evaluates; pipeline stages of replica 0 do it together.
             size_t et = 0;
-            double el = 0.0;
-            if (!pipe && rank == 0) el = evaluate(b, eval, &et);
+            double sum_e = 0.0;
+            if (!pipe && rank == 0) sum_e = evaluate(b, NULL, eval, &et);
             else if (pipe) {
                 double v[2] = {0.0, 0.0};
-                if (replica == 0) v[0] = evaluate_pipeline(pipe, eval, &et);
+                if (replica == 0) v[0] = evaluate(b, pipe, eval, &et);
                 if (o->stage == o->stages - 1 && replica == 0) v[1] = (double)et;
                 b->allreduce(b, v, 2);
+                sum_e = v[0];
                 et = (size_t)v[1];
-                el = et ? v[0] / v[1] : NAN;
             }
-            if (rank == 0) metrics_eval(&mt, step + 1, el, et);
+            if (rank == 0) metrics_eval(&mt, step + 1, et ? sum_e / (double)et : NAN, et);
         }
         int save = (o->save_steps && (step + 1) % o->save_steps == 0) || stop_signal;
         if (save && !last && (rank == 0 || all_read)) {
