@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
         plan_free(&pl);
         // Several replicas or stages: become the launcher of one process per place.
         if (nranks > 1) {
-            if (o.device == DEV_CPU) share_cores((int)nranks, o.threads);
+            if (o.device == DEV_CPU || (o.device == DEV_AUTO && !cuda_available())) share_cores((int)nranks, o.threads);
             setenv("LORAPIPE_COMM_ADDR", "127.0.0.1", 1);   // host collectives stay on this host
             return dist_launch((int)nranks, argv, o.out_dir);
         }
