@@ -145,6 +145,16 @@ standins() {
     [ "$(jq -r .r run1/adapter_config.json)" -eq 8 ]
 }
 
+@test "README: the pipeline-stage example as written: two stages give train's example adapter" {
+    standins
+    run bash -e -o pipefail -c "$(block train-example); $(block pipeline-example)"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    [ "$(jq .stages_per_replica plan2.json)" -eq 2 ]
+    [[ "$output" == *"rank 1: pipeline stage 1 of 2"* ]]
+    # the two stage processes share the cores (half the threads each): BLAS sums in another order
+    "$ROOT/build/test-tools/st_diff" run2/adapter_model.safetensors run1/adapter_model.safetensors --atol 1e-6
+}
+
 @test "README: shard-plan's example as written (needs a GPU for --gpus auto)" {
     nvidia-smi -L >/dev/null 2>&1 || skip "shard-plan's example plans for the GPUs of the machine (--gpus auto): none here"
     standins
