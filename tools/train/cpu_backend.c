@@ -28,10 +28,7 @@ typedef struct {
     size_t step;               // the optimizer step under way (1-based; 0 before the first)
     size_t layer0, layer1;     // the layers this rank holds (a pipeline stage; all of them otherwise)
     int rank;
-    // One replica cut into stages: each rank's gradients, and its optimizer's
-    // work, matter only in its own layers' slice [own_lo, own_hi) of the arena;
-    // no gradient all-reduce, and the state is gathered when it is read.
-    int own_only;
+    int own_only;              // one replica of stages: train_opts' own_lo / own_hi below
     size_t own_lo, own_hi;
 } cpu_ctx;
 
@@ -51,15 +48,10 @@ static void set_state(backend *b, const float *p, const float *m, const float *v
     if (v) memcpy(c->mom2, v, n); else memset(c->mom2, 0, n);
 }
 
-// dst = src, and with stage-local state every rank's own slice from its owner
-// (a collective: every rank calls it; the slices' sum adds exact zeros).
+// dst = src, and with stage-local state every slice from its owner (a collective).
 static void gather(cpu_ctx *c, float *dst, const float *src, const char *what) {
-    size_t n = c->l->n_params;
-    memcpy(dst, src, n * sizeof(float));
-    if (!c->own_only) return;
-    memset(dst, 0, c->own_lo * sizeof(float));
-    memset(dst + c->own_hi, 0, (n - c->own_hi) * sizeof(float));
-    host_comm_allreduce_f32(c->comm, dst, n, what);
+    memcpy(dst, src, c->l->n_params * sizeof(float));
+    if (c->own_only) host_comm_gather_slices(c->comm, dst, c->l->n_params, c->own_lo, c->own_hi, what);
 }
 
 static void get_state(backend *b, float *p, float *m, float *v) {
@@ -197,7 +189,7 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
     // Size the weight arena from the tensors it will hold (at most all of them).
     size_t total = 0;
     for (size_t i = 0; i < hm->n; i++) total += arena_round(hm->by_name[i]->numel * sizeof(float));
-    if (!first || !last) total += arena_round(d->vocab * d->hidden * sizeof(float));   // a tied head's own copy
+    if (d->tied && !first) total += arena_round(d->vocab * d->hidden * sizeof(float));   // a tied head's own copy
     arena_init(&c->weights, "weights", total);
     char name[128];
     if (first) c->m.embed = load(c, hm, "model.embed_tokens.weight");
@@ -229,17 +221,14 @@ backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void
         char settings[1024];
         comm_settings(settings, sizeof settings, o, d, l, oc);
         // A stage talks to its neighbours in the replica directly.
-        int peers[2], np = 0;
-        if (o->stages > 1 && o->stage > 0) peers[np++] = o->rank - 1;
-        if (o->stages > 1 && o->stage + 1 < o->stages) peers[np++] = o->rank + 1;
         host_comm_cfg hc = {.rank = o->rank, .world = o->world, .rdzv_file = o->rdzv_file,
                             .master_addr = o->master_addr, .master_port = o->master_port,
                             .arena_floats = l->n_params, .settings = settings, .out_dir = o->out_dir,
-                            .p2p_peers = peers, .n_p2p_peers = (size_t)np};
+                            .p2p_peers = o->stage_peers, .n_p2p_peers = (size_t)o->n_stage_peers};
         c->comm = host_comm_open(&hc);
-        c->own_only = o->stages > 1 && o->world == o->stages;
-        c->own_lo = lora_layer_begin(l, c->layer0);
-        c->own_hi = lora_layer_begin(l, c->layer1);
+        c->own_only = o->own_only;
+        c->own_lo = o->own_lo;
+        c->own_hi = o->own_hi;
     }
     backend *b = xcalloc(1, sizeof *b);
     *b = (backend){.name = "cpu", .ctx = c, .set_state = set_state, .get_state = get_state, .zero_grads = zero_grads, .get_grads = get_grads,

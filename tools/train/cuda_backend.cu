@@ -103,9 +103,7 @@ struct cuda_ctx {
     size_t l0, l1;
     host_comm *hcomm;
     float *grads_host;
-    // One replica cut into stages: gradients and optimizer work matter only in
-    // this rank's slice [own_lo, own_hi) of the LoRA arena (as cpu_backend.c).
-    int own_only;
+    int own_only;                     // one replica of stages: train_opts' own_lo / own_hi
     size_t own_lo, own_hi;
     double *red_dev;                  // scratch for scalar all-reduces
     model_dims d;
@@ -734,10 +732,7 @@ static void gather(cuda_ctx *c, float *dst, const float *src, const char *what) 
     size_t n = c->l->n_params;
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost));
-    if (!c->own_only) return;
-    memset(dst, 0, c->own_lo * sizeof(float));
-    memset(dst + c->own_hi, 0, (n - c->own_hi) * sizeof(float));
-    host_comm_allreduce_f32(c->hcomm, dst, n, what);
+    if (c->own_only) host_comm_gather_slices(c->hcomm, dst, n, c->own_lo, c->own_hi, what);
 }
 
 static void cu_get_state(backend *b, float *p, float *m, float *v) {
@@ -1149,18 +1144,15 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
         char settings[512];
         snprintf(settings, sizeof settings, "backend=cuda model=L%zu/H%zu/V%zu lora-r=%zu stages=%s", d->layers,
                  d->hidden, d->vocab, r, o->stage_bounds);
-        int peers[2], np = 0;
-        if (o->stage > 0) peers[np++] = o->rank - 1;
-        if (o->stage + 1 < o->stages) peers[np++] = o->rank + 1;
         host_comm_cfg hc = {};
         hc.rank = o->rank; hc.world = o->world; hc.rdzv_file = o->rdzv_file; hc.master_addr = o->master_addr;
         hc.master_port = o->master_port; hc.arena_floats = l->n_params; hc.settings = settings;
-        hc.out_dir = o->out_dir; hc.p2p_peers = peers; hc.n_p2p_peers = (size_t)np;
+        hc.out_dir = o->out_dir; hc.p2p_peers = o->stage_peers; hc.n_p2p_peers = (size_t)o->n_stage_peers;
         c->hcomm = host_comm_open(&hc);
         CUDA_CHECK(cudaHostAlloc((void **)&c->grads_host, P * sizeof(float), cudaHostAllocDefault));
-        c->own_only = o->world == o->stages;
-        c->own_lo = lora_layer_begin(l, c->l0);
-        c->own_hi = lora_layer_begin(l, c->l1);
+        c->own_only = o->own_only;
+        c->own_lo = o->own_lo;
+        c->own_hi = o->own_hi;
     } else if (c->world > 1) {
         nccl_init(c, o);
     }

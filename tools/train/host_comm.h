@@ -41,6 +41,10 @@ void host_comm_set_step(host_comm *c, size_t step);
 // what names the operation in error messages ("the gradient all-reduce").
 void host_comm_allreduce_f32(host_comm *c, float *v, size_t n, const char *what);
 void host_comm_allreduce_f64(host_comm *c, double *v, size_t n, const char *what);
+// Every rank owns v[lo, hi) (disjoint slices covering what is wanted): v
+// becomes the owners' values everywhere (the rest is zeroed and summed, and a
+// sum with zeros is exact).
+void host_comm_gather_slices(host_comm *c, float *v, size_t n, size_t lo, size_t hi, const char *what);
 
 // Point-to-point messages between two ranks (pipeline stages). Links open in
 // host_comm_open to the ranks named in p2p_peers (both sides must name each

@@ -151,6 +151,15 @@ int train_run(const train_opts *o) {
     lora_layout_init(&l, &dims, o->init_adapter ? init.r : o->lora_r, o->init_adapter ? init.alpha : o->lora_alpha,
                      o->init_adapter ? init.rslora : o->rslora, o->init_adapter ? init.on : o->targets);
 
+    if (o->stages > 1) {
+        if (o->stage > 0) ow.stage_peers[ow.n_stage_peers++] = o->rank - 1;
+        if (o->stage + 1 < o->stages) ow.stage_peers[ow.n_stage_peers++] = o->rank + 1;
+        // One replica: no gradient all-reduce; the state is gathered when read.
+        ow.own_only = o->world == o->stages;
+        ow.own_lo = lora_layer_begin(&l, o->layer0);
+        ow.own_hi = lora_layer_begin(&l, o->layer1);
+    }
+
     optim_cfg oc = {.lr = o->lr, .beta1 = o->adam_beta1, .beta2 = o->adam_beta2, .eps = o->adam_eps,
                     .weight_decay = o->weight_decay, .max_grad_norm = o->max_grad_norm, .sched = o->schedule,
                     .total_steps = total};
@@ -225,6 +234,7 @@ int train_run(const train_opts *o) {
     sigaction(SIGTERM, &sa, NULL);
 
     pipeline *pipe = stages > 1 ? pipeline_create(b, o, dims.hidden, max_tokens, accum_rank) : NULL;
+    int all_read = stages > 1;   // stages keep their own layers' state: reading it is a collective
     dropout_cfg *drops = xcalloc(accum_rank, sizeof *drops);
     train_window w;
     size_t last_saved = start;
@@ -255,8 +265,6 @@ int train_run(const train_opts *o) {
         b->allreduce(b, agree, 2);
         sum = agree[0];
         if (agree[1] > 0 && !stop_signal) stop_signal = (int)agree[1] >= SIGTERM ? SIGTERM : SIGINT;
-        // Pipeline stages keep their own layers' state: reading it is a collective.
-        int all_read = stages > 1;
         if (o->debug_grads && step == start && (rank == 0 || all_read)) {
             float *g = xmalloc(l.n_params * sizeof(float));
             b->get_grads(b, g);
@@ -310,9 +318,8 @@ int train_run(const train_opts *o) {
     metrics_close(&mt);
     pipeline_destroy(pipe);
     free(drops);
-    if (stages > 1 && rank != 0) b->get_state(b, st.params, NULL, NULL);   // the stages' share of the gather
+    if (rank == 0 || all_read) b->get_state(b, st.params, NULL, NULL);
     if (rank == 0) {
-        b->get_state(b, st.params, NULL, NULL);
         adapter_write_final(o, &l, st.params, o->out_dir);
         fprintf(stderr, "train: done; adapter written to %s (adapter_model.safetensors, adapter_config.json)\n",
                 o->out_dir);

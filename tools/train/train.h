@@ -41,6 +41,11 @@ typedef struct {
     int stages, stage;
     size_t layer0, layer1;
     char stage_bounds[256];        // "0,15,32": every rank must agree (the collectives' handshake)
+    int stage_peers[2], n_stage_peers;  // the neighbouring stages' ranks (point-to-point links)
+    // One replica cut into stages: each rank's gradients and optimizer work
+    // matter only in its own layers' slice [own_lo, own_hi) of the LoRA arena.
+    int own_only;
+    size_t own_lo, own_hi;
     const char *rdzv_file, *master_addr;
     int master_port;
 } train_opts;
