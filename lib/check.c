@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 const char *prog_name = "lorapipe";
@@ -40,11 +41,19 @@ static void vmsg(const char *fmt, va_list ap) {
     fflush(stderr);
 }
 
+// exit() from a second thread (host_comm's senders) runs the atexit handlers
+// and library destructors while the main thread is still computing: a crash
+// instead of exit 1. There the process ends with _exit, after the cleanup.
+LP_NORETURN static void leave(int code) {
+    if ((pid_t)syscall(SYS_gettid) != getpid()) _exit(code);
+    exit(code);
+}
+
 void die(const char *fmt, ...) {
     va_list ap; va_start(ap, fmt); vmsg(fmt, ap); va_end(ap);
     cleanup_run();
     if (check_die_hook) check_die_hook(EXIT_DATA);
-    exit(EXIT_DATA);
+    leave(EXIT_DATA);
 }
 
 void die_usage(const char *fmt, ...) {
@@ -52,7 +61,7 @@ void die_usage(const char *fmt, ...) {
     if (!check_quiet) fprintf(stderr, "Try '%s --help' for more information.\n", prog_name);
     cleanup_run();
     if (check_die_hook) check_die_hook(EXIT_USAGE);
-    exit(EXIT_USAGE);
+    leave(EXIT_USAGE);
 }
 
 void warn(const char *fmt, ...) {
