@@ -150,8 +150,14 @@ build/gpu-tests/%: tests/gpu/%.cu build/libkernels.a build/liblorapipe.a
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< build/libkernels.a build/liblorapipe.a -Xlinker --as-needed $(PKG_LIBS) $(BLAS_LIBS) -lm \
 	    -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lgomp
-# CPU CI compiles every CUDA source, GPU tests included.
-all: $(GPU_TEST_BIN)
+# Kernel benchmarks (bench/*_bench.cu), run by hand or by bench/device_run.sh.
+BENCH_BIN := $(patsubst bench/%.cu,build/bench/%,$(wildcard bench/*_bench.cu))
+build/bench/%: bench/%.cu build/libkernels.a build/liblorapipe.a
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -o $@ $< build/libkernels.a build/liblorapipe.a -Xlinker --as-needed $(PKG_LIBS) $(BLAS_LIBS) -lm \
+	    -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lgomp
+# CPU CI compiles every CUDA source, GPU tests and benchmarks included.
+all: $(GPU_TEST_BIN) $(BENCH_BIN)
 endif
 
 # Each tools/<name>/*.c (and *.cu with CUDA) links into bin/<name>.
