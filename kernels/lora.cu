@@ -8,13 +8,7 @@
 #include "common.cuh"
 #include "kernels.h"
 #include "../lib/mem_plan.h"
-
-__device__ __forceinline__ float keep(uint64_t k, size_t i, float p, float scale) {
-    uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ (uint32_t)k;
-    h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
-    float u = (float)(h >> 8) * (1.0f / 16777216.0f);
-    return u < p ? 0.0f : scale;
-}
+#include "lora_internal.cuh"
 
 extern "C" uint64_t lora_mask_key(uint64_t key, size_t layer, int module) {
     uint64_t z = ((uint64_t)layer << 8) | (uint64_t)module;
@@ -27,23 +21,6 @@ extern "C" uint64_t lora_mask_key(uint64_t key, size_t layer, int module) {
     uint64_t k = mix(key ^ mix(z));
     return (uint32_t)(k ^ (k >> 32));   // the per-element hash is 32-bit
 }
-
-// Up to LORA_GMAX modules that read the same input (q, k and v read the first
-// norm's output; gate and up the second's) are served by one kernel that reads
-// the input once: one launch instead of three, and a third of the traffic.
-// Module g of a group: its weight view W[g], its (N, R) side t[g] (written by
-// the input kernel, read as dt by dA and dx) and its dropout key k[g].
-// The B side (y += s t B^T, dt = s dy B, dB += s dy^T t) has no shared input,
-// but its modules still go in one launch: blockIdx.z picks the module, with its
-// own input x[z] of cols[z] columns. A shared-input launch has one z.
-struct lgk {
-    const bf16 *W[LORA_GMAX];
-    bf16 *t[LORA_GMAX];
-    float *dA[LORA_GMAX];
-    uint64_t k[LORA_GMAX];
-    const bf16 *x[LORA_GMAX];     // input of launch slice z (in, da), or output (dx)
-    size_t cols[LORA_GMAX];       // its I (or O)
-};
 
 // The weight of a product, element (q, i) of an (r, I) view: A (r, I) itself,
 // or, with BT, B stored (I, r) as PEFT stores lora_B (out, r).
@@ -235,7 +212,6 @@ static bool lora_in_v8_ok(const lgk &p, int nmod, int nz, size_t ldx) {
 // Partial dA over a chunk of rows, for every module g of a group:
 // part[g][c] (R, I) = sum_{n in chunk c} dt_g[n] (mask_g * x[n]).
 // A thread owns a column pair (bf16x2 loads of x, read once for the group).
-#define DA_CHUNK MEM_DA_CHUNK
 // A batched (B-side) launch writes slice z's partials at part + z * zstride.
 template <int R, int G>
 __global__ void lora_da_kernel(float *part, size_t zstride, lgk p, size_t ldx, size_t N, float pd, float scale) {
@@ -375,11 +351,23 @@ static size_t max_cols(const lgk *p, int nz) {
 
 // Shared input (bt = 0): one z, the group's G modules inside. Batched B side
 // (bt = 1): G = 1 per slice, nz slices.
+// LORAPIPE_LORA_KERNELS=cuda keeps the CUDA-core kernels for ranks the
+// tensor-core ones serve (A/B runs, and the GPU tests check both).
+static bool lora_cuda_cores() {
+    static int v = -1;
+    if (v < 0) { const char *e = getenv("LORAPIPE_LORA_KERNELS"); v = e && !strcmp(e, "cuda"); }
+    return v;
+}
+
 static void launch_in(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N, size_t r, float pd, float out_scale,
                       cudaStream_t s) {
     if (!N) return;
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
     bool v8 = lora_in_v8_ok(p, bt ? nz : G, nz, ldx);
+    if (v8 && lora_tc_ok(r) && !lora_cuda_cores()) {
+        lora_in_tc(p, G, nz, ldx, bt, N, r, keep_thr(pd), out_scale * scale, s);
+        return;
+    }
 #define L_IN(R) do { dim3 grid(cdiv(N, in_rows<R, GG>::v), 1, nz);                                             \
         if (v8 && bt) lora_in_v8_kernel<R, 1, true><<<grid, 128, 0, s>>>(p, ldx, N, pd, scale, out_scale);     \
         else if (v8) lora_in_v8_kernel<R, GG, false><<<grid, 128, 0, s>>>(p, ldx, N, pd, scale, out_scale);    \
@@ -396,6 +384,10 @@ static void launch_dx(const lgk &p, int G, int nz, size_t ldd, int bt, size_t N,
                       cudaStream_t s) {
     if (!N) return;
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
+    if (lora_in_v8_ok(p, bt ? 0 : G, nz, ldd) && lora_tc_ok(r) && !lora_cuda_cores()) {
+        lora_dx_tc(p, G, nz, ldd, bt, N, r, keep_thr(pd), out_scale * scale, s);
+        return;
+    }
     unsigned gx = cdiv(max_cols(&p, nz) / 2, 256);
     dim3 grid(gx < 16 ? gx : 16, cdiv(N, DX_ROWS), nz);
 #define L_DX(R) do {                                                                                     \
@@ -414,13 +406,16 @@ static void launch_da(const lgk &p, int G, int nz, float *part, size_t ldx, size
     if (!N) return;
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
     size_t chunks = (N + DA_CHUNK - 1) / DA_CHUNK, cmax = max_cols(&p, nz), zstride = chunks * r * cmax;
-    dim3 grid(cdiv(cmax / 2, 128), (unsigned)chunks, nz);
-    int GD = nz > 1 ? 1 : G;
+    int mods = nz > 1 ? nz : G, GD = nz > 1 ? 1 : G;
+    if (lora_in_v8_ok(p, 0, nz, ldx) && aligned16(part) && lora_tc_ok(r) && !lora_cuda_cores()) {
+        lora_da_tc(p, GD, nz, part, zstride, ldx, N, r, keep_thr(pd), scale, s);
+    } else {
+        dim3 grid(cdiv(cmax / 2, 128), (unsigned)chunks, nz);
 #define L_DA(R) lora_da_kernel<R, GG><<<grid, 128, 0, s>>>(part, zstride, p, ldx, N, pd, scale)
-    GROUP_SWITCH(GD, r, L_DA);
+        GROUP_SWITCH(GD, r, L_DA);
 #undef L_DA
-    LAUNCH_CHECK();
-    int mods = nz > 1 ? nz : G;
+        LAUNCH_CHECK();
+    }
     unsigned g = cdiv(r * cmax, 256);
     dim3 sg(g < 512 ? g : 512, mods);
     lora_da_sum_kernel<<<sg, 256, 0, s>>>(p, nz > 1, part, nz > 1 ? zstride : chunks * r * p.cols[0], chunks, r,

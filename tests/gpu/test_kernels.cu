@@ -466,8 +466,7 @@ static void test_lora(float p) {
 
 // A group of modules sharing one input (q, k, v): one kernel per pass must
 // equal each module on its own (its own mask key), and dx the sum of them.
-static void test_lora_group(int G, size_t r, float p) {
-    size_t N = 41, I = 296;
+static void test_lora_group(int G, size_t r, float p, size_t N = 41, size_t I = 296) {
     float scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     bbuf x(N * I), dx(N * I);
     std::vector<bbuf *> A, t, dt;
@@ -497,7 +496,7 @@ static void test_lora_group(int G, size_t r, float p) {
             for (size_t q = 0; q < r; q++)
                 for (size_t i = 0; i < I; i++)
                     rt[n * r + q] += (double)mask[g][n * I + i] * x.h[n * I + i] * A[g]->h[q * I + i];
-        snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f: module %d t = dropout(x) A^T", G, r, p, g);
+        snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f, %zux%zu: module %d t = dropout(x) A^T", G, r, p, N, I, g);
         check(name, t[g]->get(), rt, 8e-3);
     }
     // da and dx read the group's t as dt
@@ -514,7 +513,7 @@ static void test_lora_group(int G, size_t r, float p) {
                 for (size_t n = 0; n < N; n++) a += (double)dt[g]->h[n * r + q] * mask[g][n * I + i] * x.h[n * I + i];
                 rda[q * I + i] = a;
             }
-        snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f: module %d dA += dt^T dropout(x)", G, r, p, g);
+        snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f, %zux%zu: module %d dA += dt^T dropout(x)", G, r, p, N, I, g);
         check(name, dA[g]->get(), rda, 1e-5);
     }
     std::vector<float> dx0 = dx.h;
@@ -530,7 +529,7 @@ static void test_lora_group(int G, size_t r, float p) {
             }
             rdx[n * I + i] = v;
         }
-    snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f: dx += sum dropout'(dt A)", G, r, p);
+    snprintf(name, sizeof name, "lora group of %d, r=%zu, p=%.1f, %zux%zu: dx += sum dropout'(dt A)", G, r, p, N, I);
     check(name, dx.get(), rdx, 8e-3);
     cudaFree(part);
     for (int g = 0; g < G; g++) { delete A[g]; delete t[g]; delete dt[g]; delete dA[g]; }
@@ -620,6 +619,8 @@ int main() {
     test_lora_group(3, 8, 0.0f);
     test_lora_group(3, 16, 0.1f);
     test_lora_group(2, 4, 0.3f);
+    test_lora_group(3, 8, 0.1f, 133, 4096);   // the 7B width; rows not a multiple of 8, 16 or 64
+    test_lora_group(1, 16, 0.1f, 70, 1000);   // columns not a multiple of 32 or 64
     test_lora_batch(8);
     test_lora_batch(16);
     test_swiglu();
