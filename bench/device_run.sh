@@ -140,6 +140,14 @@ dptest)
     timeout 300 bats --tap tests/gpu/dp_gpu.bats > "$OUT/dp_gpu.tap" 2>&1
     grep -E "^(ok|not ok)|#" "$OUT/dp_gpu.tap" | head -40 | tee -a "$OUT/summary.txt"
     ;;
+quick)
+    # The default setting against the anchor's fastest variant, alternating, twice; then the lean setting once.
+    for round in 1 2; do
+        anchor tuned-nockpt
+        ours "fast-$round" .carry/hh_b16.pack
+    done
+    ours lean .carry/hh_b16.pack --recompute
+    ;;
 bench)
     # A kernel that failed its test must not be timed: fall back to the cuBLAS path.
     if grep -q "FAILED.*lora" "$OUT/kernels.log" 2>/dev/null; then export LORAPIPE_LORA=gemm; log "LoRA kernels failed: LORAPIPE_LORA=gemm"; fi

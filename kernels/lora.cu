@@ -268,8 +268,18 @@ __global__ void lora_da_sum_kernel(lgk p, int batched, const float *part, size_t
     size_t I = p.cols[batched ? m : 0], RI = R * I;
     const float *pm = part + m * mstride;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < RI; j += (size_t)gridDim.x * blockDim.x) {
+        // Eight chunks' loads in flight at once (a plain loop waits for each in
+        // turn); the additions stay in chunk order.
         float acc = 0.0f;
-        for (size_t c = 0; c < chunks; c++) acc += pm[c * RI + j];
+        size_t c = 0;
+        for (; c + 8 <= chunks; c += 8) {
+            float v[8];
+            #pragma unroll
+            for (int u = 0; u < 8; u++) v[u] = pm[(c + u) * RI + j];
+            #pragma unroll
+            for (int u = 0; u < 8; u++) acc += v[u];
+        }
+        for (; c < chunks; c++) acc += pm[c * RI + j];
         size_t o = transpose ? (j % I) * R + j / I : j;
         p.dA[m][o] += out_scale * acc;
     }

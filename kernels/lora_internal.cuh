@@ -55,5 +55,6 @@ void lora_in_tc(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N, size_
                 cudaStream_t s);
 void lora_dx_tc(const lgk &p, int G, int nz, size_t ldd, int bt, size_t N, size_t r, uint32_t thr, float out_scale,
                 cudaStream_t s);
+// part[m][chunk] = dscale * dt^T (mask x) over the chunk's rows (lora_da_sum_kernel adds them up)
 void lora_da_tc(const lgk &p, int G, int nz, float *part, size_t zstride, size_t ldx, size_t N, size_t r, uint32_t thr,
                 float dscale, cudaStream_t s);

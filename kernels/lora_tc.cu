@@ -63,7 +63,9 @@ lora_in_tc_kernel(lgk p, size_t ldx, size_t N, uint32_t thr, float out_scale) {
     for (int g = 0; g < G; g++)
         #pragma unroll
         for (int t = 0; t < NT; t++) acc[g][t][0] = acc[g][t][1] = acc[g][t][2] = acc[g][t][3] = 0.0f;
-    // Warp-uniform loop: every lane reaches every mma.
+    // Warp-uniform loop: every lane reaches every mma. Unrolled so that the
+    // next column block's loads are in flight during this one's masks.
+    #pragma unroll 2
     for (size_t cb = (size_t)warp * 32; cb < I; cb += TC_IN_WARPS * 32) {
         const size_t c = cb + 8 * ci;
         const bool col_ok = c < I;
