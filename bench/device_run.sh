@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/device_run.sh: what one call on the GPU machine runs, from the repo root.
-#   bench/device_run.sh STAGE...     stages: info tests model curve prof speed anchor bench multi offload pipe dptest
+#   bench/device_run.sh STAGE...     stages: info tests model curve prof speed anchor quick bench multi offload pipe dptest
 # Inputs (built and gathered on the CPU machine, carried in .carry/ and bin/, build/):
 #   .carry/hh.jsonl           tokenize's output for huanhuan (tutorial system prompt, --max-len 128)
 #   .carry/hh_b1a16.pack      pack --batch-size 1 --accum 16 --seed 42 --keep-empty (the tutorial's batches)
