@@ -27,11 +27,58 @@ __global__ void rope_kernel(bf16 *x, size_t ld, size_t col0, size_t heads, size_
     }
 }
 
+// The same rotation on 16-byte vectors: a block per token first rounds its
+// D/2 cos/sin pairs into shared memory, then its threads walk (head, 8-column
+// piece) units, each reading 8 values of the first half and the 8 they pair
+// with. Every element goes through the formula above, so the bits are equal.
+// Needs D % 16 == 0 and 16-byte aligned rows (rope_v8_ok).
+__global__ void rope_v8_kernel(bf16 *x, size_t ld, size_t col0, unsigned heads, unsigned D, const int32_t *pos,
+                               const float *inv_freq, int inverse) {
+    extern __shared__ float cs[];   // cos (D/2), then sin (D/2)
+    const unsigned tok = blockIdx.x, half = D / 2, per = half / 8;
+    const float p = (float)pos[tok];
+    for (unsigned i = threadIdx.x; i < half; i += blockDim.x) {
+        float f = p * inv_freq[i];
+        cs[i] = rbf(cosf(f)); cs[half + i] = rbf(sinf(f));
+    }
+    __syncthreads();
+    bf16 *row = x + tok * ld + col0;
+    for (unsigned u = threadIdx.x; u < heads * per; u += blockDim.x) {
+        const unsigned h = u / per, i0 = (u - h * per) * 8;
+        uint4 *pa = (uint4 *)(row + (size_t)h * D + i0), *pb = (uint4 *)(row + (size_t)h * D + half + i0);
+        bf16x8 va, vb;
+        va.u = *pa; vb.u = *pb;
+        #pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float2 a = __bfloat1622float2(va.h[e]), b = __bfloat1622float2(vb.h[e]);
+            const float c0 = cs[i0 + 2 * e], c1 = cs[i0 + 2 * e + 1], s0 = cs[half + i0 + 2 * e], s1 = cs[half + i0 + 2 * e + 1];
+            if (!inverse) {
+                va.h[e] = __floats2bfloat162_rn(rbf(a.x * c0) - rbf(b.x * s0), rbf(a.y * c1) - rbf(b.y * s1));
+                vb.h[e] = __floats2bfloat162_rn(rbf(b.x * c0) + rbf(a.x * s0), rbf(b.y * c1) + rbf(a.y * s1));
+            } else {
+                va.h[e] = __floats2bfloat162_rn(a.x * c0 + b.x * s0, a.y * c1 + b.y * s1);
+                vb.h[e] = __floats2bfloat162_rn(b.x * c0 - a.x * s0, b.y * c1 - a.y * s1);
+            }
+        }
+        *pa = va.u; *pb = vb.u;
+    }
+}
+
+static bool rope_v8_ok(const void *x, size_t ld, size_t col0, size_t D) {
+    return D % 16 == 0 && ld % 8 == 0 && col0 % 8 == 0 && aligned16(x);
+}
+
 extern "C" void k_rope(bf16_t *x, size_t ld, size_t col0, size_t heads, size_t D, const int32_t *pos,
                        const float *inv_freq, size_t N, int inverse, cudaStream_t s) {
     if (!N) return;
     size_t half = D / 2;
     if (half == 0 || half > 1024) die_at(__FILE__, __LINE__, "RoPE: head size %zu not supported", D);
+    if (rope_v8_ok(x, ld, col0, D)) {
+        rope_v8_kernel<<<(unsigned)N, 128, D * sizeof(float), s>>>((bf16 *)x, ld, col0, (unsigned)heads, (unsigned)D,
+                                                                  pos, inv_freq, inverse);
+        LAUNCH_CHECK();
+        return;
+    }
     size_t per = half >= 256 ? 1 : 256 / half;   // heads handled side by side in one block
     if (per > heads) per = heads;
     rope_kernel<<<(unsigned)N, (unsigned)(half * per), 0, s>>>((bf16 *)x, ld, col0, heads, D, pos, inv_freq, inverse);

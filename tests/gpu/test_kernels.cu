@@ -172,8 +172,8 @@ static void test_rmsnorm(size_t C) {   // C % 8 == 0: the 16-byte vector kernels
     check(name, dx.get(), rdx, 8e-3);
 }
 
-static void test_rope() {
-    size_t N = 23, H = 3, D = 16, ld = 70, col0 = 6;
+// ld = 70, col0 = 6: the scalar kernel; D = 128, ld and col0 multiples of 8: the 16-byte one.
+static void test_rope(size_t N, size_t H, size_t D, size_t ld, size_t col0) {
     bbuf x(N * ld);
     std::vector<int32_t> pos(N);
     for (size_t i = 0; i < N; i++) pos[i] = (int32_t)(i % 9);
@@ -192,10 +192,13 @@ static void test_rope() {
                 ref[b] = x.h[b] * c + x.h[a] * s;
             }
     k_rope(x.d, ld, col0, H, D, dpos, dinv, N, 0, 0);
-    check("rope forward (strided heads)", x.get(), ref, 1e-2);
+    char name[80];
+    snprintf(name, sizeof name, "rope forward (strided heads, D=%zu, ld=%zu)", D, ld);
+    check(name, x.get(), ref, 1e-2);
     std::vector<double> back(x.h.begin(), x.h.end());
     k_rope(x.d, ld, col0, H, D, dpos, dinv, N, 1, 0);
-    check("rope inverse undoes forward", x.get(), back, 1.5e-2);
+    snprintf(name, sizeof name, "rope inverse undoes forward (D=%zu, ld=%zu)", D, ld);
+    check(name, x.get(), back, 1.5e-2);
     cudaFree(dpos); cudaFree(dinv);
 }
 
@@ -308,8 +311,8 @@ static void test_attention(size_t D, size_t last, size_t G) {
     cudaFree(dseq); cudaFree(dqb);
 }
 
-static void test_swiglu() {
-    size_t N = 13, F = 150;
+// F = 150: the bf16-pair kernels; F = 152: the 16-byte ones.
+static void test_swiglu(size_t N, size_t F) {
     bbuf gu(N * 2 * F, 3.0f), act(N * F), dact(N * F), dgu(N * 2 * F);
     act.poison();
     k_swiglu_fwd(act.d, gu.d, N, F, 0);
@@ -321,10 +324,13 @@ static void test_swiglu() {
             rd[i * 2 * F + j] = d * u * sg * (1 + g * (1 - sg));
             rd[i * 2 * F + F + j] = d * g * sg;
         }
-    check("swiglu forward", act.get(), ra, 8e-3);
+    char name[64];
+    snprintf(name, sizeof name, "swiglu forward (F=%zu)", F);
+    check(name, act.get(), ra, 8e-3);
     dgu.poison();
     k_swiglu_bwd(dgu.d, dact.d, gu.d, N, F, 0);
-    check("swiglu backward", dgu.get(), rd, 8e-3);
+    snprintf(name, sizeof name, "swiglu backward (F=%zu)", F);
+    check(name, dgu.get(), rd, 8e-3);
 }
 
 static void test_xent() {
@@ -606,7 +612,8 @@ int main() {
     test_gemm(g);
     test_rmsnorm(200);
     test_rmsnorm(202);
-    test_rope();
+    test_rope(23, 3, 16, 70, 6);
+    test_rope(19, 5, 128, 704, 8);
     test_attention(16, 130, 2);
     test_attention(64, 130, 2);
     test_attention(128, 130, 2);
@@ -623,7 +630,8 @@ int main() {
     test_lora_group(1, 16, 0.1f, 70, 1000);   // columns not a multiple of 32 or 64
     test_lora_batch(8);
     test_lora_batch(16);
-    test_swiglu();
+    test_swiglu(13, 150);
+    test_swiglu(13, 152);
     test_xent();
     test_adamw();
     gemm_destroy(g);
