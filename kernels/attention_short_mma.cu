@@ -21,8 +21,9 @@
 #include "attention_short_mma.h"
 #include "common.cuh"
 
-#define AM_WARPS 4
+#define AM_WARPS 4                // backward: 4 warps, AM_ROWS rows per block
 #define AM_ROWS (16 * AM_WARPS)   // query (or key) rows per block
+#define AF_WARPS 8                // forward: a warp per query block of a whole sequence
 #define AM_MAXL 128               // longest sequence these kernels take
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -70,6 +71,8 @@ __device__ __forceinline__ const bf16 *bk_addr(const bf16 *X, int ldd, int k0, i
 __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src) : "memory");
 }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // rows [0, rows) of a (rows, D) tile with row stride LDD from src (row stride
@@ -115,104 +118,123 @@ __device__ __forceinline__ void am_store_rows32(const float acc[D / 8][4], float
     }
 }
 
-// Forward. Block (sequence s, query head h, chunk c of AM_ROWS query rows);
-// warp w owns query rows c*AM_ROWS + 16w .. +15, i.e. query block qb, and
-// keeps the whole score row-block (16, 16(qb+1)) in registers.
-// Shared memory: Q (RA, LDD) of this chunk, K and V (Lm, LDD) from key 0,
-// RA = min(AM_ROWS, Lm).
-template <int D>
-__global__ void __launch_bounds__(AM_WARPS * 32)
-am_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, const int32_t *seq, size_t N, int H, int G, size_t ld,
-              float scale, int Lm, int nch) {
-    constexpr int LDD = D + 8, NK = D / 16;
-    extern __shared__ __align__(128) unsigned char sm[];
-    int s = blockIdx.x / (H * nch), h = blockIdx.x / nch % H, c = blockIdx.x % nch, kh = h / (H / G);
-    int t0 = seq[s], L = seq[s + 1] - t0, q0 = c * AM_ROWS;
-    if (q0 >= L) return;
-    int nq = min(AM_ROWS, L - q0), kend = q0 + nq;   // this chunk's queries see keys [0, kend)
-    int RA = min(AM_ROWS, Lm);
-    bf16 *Qs = (bf16 *)sm, *Ks = Qs + (size_t)RA * LDD, *Vs = Ks + (size_t)Lm * LDD;
-    const bf16 *row0 = qkv + (size_t)t0 * ld;
-    am_load<D>(Qs, row0 + (size_t)q0 * ld + (size_t)h * D, ld, (nq + 15) & ~15, nq);
-    am_load<D>(Ks, row0 + (size_t)(H + kh) * D, ld, (kend + 15) & ~15, kend);
-    am_load<D>(Vs, row0 + (size_t)(H + G + kh) * D, ld, (kend + 15) & ~15, kend);
-    cp_async_wait_all();
-    __syncthreads();
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, r0 = warp * 16;
-    if (r0 >= nq) return;   // no barrier follows
-    int qb = (q0 + r0) / 16, i0 = q0 + r0 + g, i1 = i0 + 8;   // this lane's two query rows
-
-    // S (16, 16(qb+1)) = Q K^T: n-tile j holds keys 8j..8j+7
-    float sc[AM_MAXL / 8][4];
+// Forward, query block QB of a sequence (rows 16 QB .. 16 QB + 15), one warp:
+// S (16, 16(QB+1)) = Q K^T kept whole in registers (QB a template argument so
+// that every loop unrolls without branches), softmax over keys 0..i, lse, and P
+// as bf16 A fragments (key block kb in pa[kb]) for am_fwd_o.
+template <int D, int QB>
+__device__ __forceinline__ void am_fwd_p(uint32_t pa[AM_MAXL / 16][4], const bf16 *Qs, const bf16 *Ks, float *lse_s,
+                                         int L, float scale) {
+    constexpr int LDD = D + 8, NK = D / 16, NJ = 2 * (QB + 1);
+    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, i0 = QB * 16 + g, i1 = i0 + 8;
+    float sc[NJ][4];
 #pragma unroll
-    for (int j = 0; j < AM_MAXL / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+    for (int j = 0; j < NJ; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < NK; kk++) {
         uint32_t a[4];
-        ldsm4(a, a_addr(Qs, LDD, r0, kk * 16));
+        ldsm4(a, a_addr(Qs, LDD, QB * 16, kk * 16));
 #pragma unroll
-        for (int jp = 0; jp < AM_MAXL / 16; jp++)
-            if (jp <= qb) {
-                uint32_t b[4];
-                ldsm4(b, bn_addr(Ks, LDD, jp * 16, kk * 16));
-                mma16816(sc[2 * jp], a, b[0], b[1]);
-                mma16816(sc[2 * jp + 1], a, b[2], b[3]);
-            }
+        for (int jp = 0; jp <= QB; jp++) {
+            uint32_t b[4];
+            ldsm4(b, bn_addr(Ks, LDD, jp * 16, kk * 16));
+            mma16816(sc[2 * jp], a, b[0], b[1]);
+            mma16816(sc[2 * jp + 1], a, b[2], b[3]);
+        }
     }
-    // Softmax over keys 0..i: a row's values sit in the 4 lanes of a quad.
+    // a row's values sit in the 4 lanes of a quad
     float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < AM_MAXL / 8; j++)
-        if (j < 2 * (qb + 1))
+    for (int j = 0; j < NJ; j++)
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int col = j * 8 + 2 * t + e;
-                sc[j][e] = col <= i0 ? sc[j][e] * scale : -INFINITY;
-                sc[j][2 + e] = col <= i1 ? sc[j][2 + e] * scale : -INFINITY;
-                m0 = fmaxf(m0, sc[j][e]); m1 = fmaxf(m1, sc[j][2 + e]);
-            }
+        for (int e = 0; e < 2; e++) {
+            int col = j * 8 + 2 * t + e;
+            sc[j][e] = col <= i0 ? sc[j][e] * scale : -INFINITY;
+            sc[j][2 + e] = col <= i1 ? sc[j][2 + e] * scale : -INFINITY;
+            m0 = fmaxf(m0, sc[j][e]); m1 = fmaxf(m1, sc[j][2 + e]);
+        }
     m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1)); m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
     m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1)); m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
     float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
-    for (int j = 0; j < AM_MAXL / 8; j++)
-        if (j < 2 * (qb + 1))
+    for (int j = 0; j < NJ; j++)
 #pragma unroll
-            for (int e = 0; e < 2; e++) { s0 += __expf(sc[j][e] - m0); s1 += __expf(sc[j][2 + e] - m1); }
+        for (int e = 0; e < 2; e++) { s0 += __expf(sc[j][e] - m0); s1 += __expf(sc[j][2 + e] - m1); }
     s0 += __shfl_xor_sync(0xffffffffu, s0, 1); s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
     s1 += __shfl_xor_sync(0xffffffffu, s1, 1); s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
     float l0 = m0 + logf(s0), l1 = m1 + logf(s1);
     if (t == 0) {
-        if (i0 < L) lse[(size_t)h * N + t0 + i0] = l0;
-        if (i1 < L) lse[(size_t)h * N + t0 + i1] = l1;
+        if (i0 < L) lse_s[i0] = l0;
+        if (i1 < L) lse_s[i1] = l1;
     }
-    // P (bf16) as A fragments, key block kb = n-tiles 2kb, 2kb+1
-    uint32_t pa[AM_MAXL / 16][4];
 #pragma unroll
-    for (int kb = 0; kb < AM_MAXL / 16; kb++)
-        if (kb <= qb) {
-            pa[kb][0] = pack_bf2(__expf(sc[2 * kb][0] - l0), __expf(sc[2 * kb][1] - l0));
-            pa[kb][1] = pack_bf2(__expf(sc[2 * kb][2] - l1), __expf(sc[2 * kb][3] - l1));
-            pa[kb][2] = pack_bf2(__expf(sc[2 * kb + 1][0] - l0), __expf(sc[2 * kb + 1][1] - l0));
-            pa[kb][3] = pack_bf2(__expf(sc[2 * kb + 1][2] - l1), __expf(sc[2 * kb + 1][3] - l1));
-        }
-    // O (16, D) = P V
+    for (int kb = 0; kb <= QB; kb++) {
+        pa[kb][0] = pack_bf2(__expf(sc[2 * kb][0] - l0), __expf(sc[2 * kb][1] - l0));
+        pa[kb][1] = pack_bf2(__expf(sc[2 * kb][2] - l1), __expf(sc[2 * kb][3] - l1));
+        pa[kb][2] = pack_bf2(__expf(sc[2 * kb + 1][0] - l0), __expf(sc[2 * kb + 1][1] - l0));
+        pa[kb][3] = pack_bf2(__expf(sc[2 * kb + 1][2] - l1), __expf(sc[2 * kb + 1][3] - l1));
+    }
+}
+
+// O (16, D) = P V for query block QB, to rows 16 QB.. of dst (row stride ldo)
+// through the warp's own Q rows (read by no other warp) as staging.
+template <int D, int QB>
+__device__ __forceinline__ void am_fwd_o(const uint32_t pa[AM_MAXL / 16][4], const bf16 *Vs, bf16 *Qs, bf16 *dst,
+                                         size_t ldo, int L) {
+    constexpr int LDD = D + 8;
     float o[D / 8][4];
 #pragma unroll
     for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
 #pragma unroll
-    for (int kb = 0; kb < AM_MAXL / 16; kb++)
-        if (kb <= qb)
+    for (int kb = 0; kb <= QB; kb++)
 #pragma unroll
-            for (int dp = 0; dp < D / 16; dp++) {
-                uint32_t b[4];
-                ldsm4t(b, bk_addr(Vs, LDD, kb * 16, dp * 16));
-                mma16816(o[2 * dp], pa[kb], b[0], b[1]);
-                mma16816(o[2 * dp + 1], pa[kb], b[2], b[3]);
-            }
-    // this warp's Q rows are read by no other warp: they stage the output
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t b[4];
+            ldsm4t(b, bk_addr(Vs, LDD, kb * 16, dp * 16));
+            mma16816(o[2 * dp], pa[kb], b[0], b[1]);
+            mma16816(o[2 * dp + 1], pa[kb], b[2], b[3]);
+        }
+    am_store_rows<D>(o, Qs + (size_t)QB * 16 * LDD, dst, ldo, QB * 16, L);
+}
+
+// Forward. Block (sequence s, query head h), AF_WARPS warps; warp w owns query
+// block w. Shared memory: Q, K, V (Lm, LDD). Q and K are one cp.async group and
+// V another, so that V still streams in while the scores are computed.
+#define AM_FWD_CASES(F) \
+    switch (warp) { case 0: F(0); break; case 1: F(1); break; case 2: F(2); break; case 3: F(3); break; \
+                    case 4: F(4); break; case 5: F(5); break; case 6: F(6); break; default: F(7); break; }
+template <int D>
+__global__ void __launch_bounds__(AF_WARPS * 32, 2)
+am_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, const int32_t *seq, size_t N, int H, int G, size_t ld,
+              float scale, int Lm) {
+    constexpr int LDD = D + 8;
+    extern __shared__ __align__(128) unsigned char sm[];
+    int s = blockIdx.x / H, h = blockIdx.x % H, kh = h / (H / G);
+    int t0 = seq[s], L = seq[s + 1] - t0;
+    if (L <= 0) return;
+    int rows = (L + 15) & ~15;
+    bf16 *Qs = (bf16 *)sm, *Ks = Qs + (size_t)Lm * LDD, *Vs = Ks + (size_t)Lm * LDD;
+    const bf16 *row0 = qkv + (size_t)t0 * ld;
+    am_load<D>(Qs, row0 + (size_t)h * D, ld, rows, L);
+    am_load<D>(Ks, row0 + (size_t)(H + kh) * D, ld, rows, L);
+    cp_async_commit();
+    am_load<D>(Vs, row0 + (size_t)(H + G + kh) * D, ld, rows, L);
+    cp_async_commit();
+    cp_async_wait_1();
+    __syncthreads();
+    int warp = threadIdx.x >> 5, act = warp * 16 < L;
+    float *lse_s = lse + (size_t)h * N + t0;
+    uint32_t pa[AM_MAXL / 16][4];
+#define F(q) am_fwd_p<D, q>(pa, Qs, Ks, lse_s, L, scale)
+    if (act) AM_FWD_CASES(F)
+#undef F
+    cp_async_wait_all();
+    __syncthreads();
     size_t HD = (size_t)H * D;
-    am_store_rows<D>(o, Qs + (size_t)r0 * LDD, out + (size_t)t0 * HD + (size_t)h * D, HD, q0 + r0, L);
+    bf16 *dst = out + (size_t)t0 * HD + (size_t)h * D;
+#define F(q) am_fwd_o<D, q>(pa, Vs, Qs, dst, HD, L)
+    if (act) AM_FWD_CASES(F)
+#undef F
 }
 
 // Backward: two kinds of block in one launch, so that both run at once.
@@ -223,7 +245,7 @@ am_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, const int32_t *seq, size_t
 // query blocks kb..: S^T and dP^T chunks, P^T and dS^T, dV += P^T dO and
 // dK += dS^T Q in registers. Shared memory: K, V of this chunk (RA rows), Q,
 // dO (Lm rows) from query c*AM_ROWS. S and dP are recomputed by both roles
-// (in the same order: the same bits).
+// (the price of running them side by side without exchanging dS).
 // Both: lse and delta (Lm fp32 each) of the rows the block reads.
 template <int D>
 __global__ void __launch_bounds__(AM_WARPS * 32)
@@ -231,8 +253,10 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
               const int32_t *seq, size_t N, int H, int G, size_t ld, float scale, int Lm, int nch) {
     constexpr int LDD = D + 8, NK = D / 16;
     extern __shared__ __align__(128) unsigned char sm[];
-    int s = blockIdx.x / (2 * H * nch), h = blockIdx.x / (2 * nch) % H, role = blockIdx.x / nch % 2,
-        c = blockIdx.x % nch, kh = h / (H / G);
+    // heaviest kinds of block first (the key chunk 0 and the last query chunk
+    // walk the most tiles), so that the light ones fill the tail
+    int sh = (int)(blockIdx.x % (gridDim.x / (2 * nch))), p = (int)(blockIdx.x / (gridDim.x / (2 * nch)));
+    int s = sh / H, h = sh % H, role = p % 2 == 0, c = role ? p / 2 : nch - 1 - p / 2, kh = h / (H / G);
     int t0 = seq[s], L = seq[s + 1] - t0, r_0 = c * AM_ROWS;
     if (r_0 >= L) return;
     int nr = min(AM_ROWS, L - r_0), RA = min(AM_ROWS, Lm), nt = (L + 15) / 16;
@@ -257,25 +281,36 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
         am_load<D>(B1, q_src + (size_t)r_0 * ld, ld, (nqr + 15) & ~15, nqr);
         am_load<D>(B2, o_src + (size_t)r_0 * HD, HD, (nqr + 15) & ~15, nqr);
     }
-    for (int i = threadIdx.x; i < ((nqr + 15) & ~15); i += blockDim.x)
-        ls[i] = i < nqr ? lse[(size_t)h * N + t0 + qr0 + i] : 0.0f;
+    // delta_i = dO_i . O_i over 16-byte pieces, PER threads a row; O's loads go
+    // out before the wait on the copies so that the two latencies overlap.
+    constexpr int PER = D / 8, IT = AM_MAXL * PER / (AM_WARPS * 32);
+    int nq16 = (nqr + 15) & ~15;
+    uint4 ov[IT];
+#pragma unroll
+    for (int k = 0; k < IT; k++) {
+        int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
+        ov[k] = make_uint4(0, 0, 0, 0);
+        if (i < nqr) ov[k] = *(const uint4 *)(out + (size_t)(t0 + qr0 + i) * HD + (size_t)h * D + (x % PER) * 8);
+    }
+    for (int i = threadIdx.x; i < nq16; i += blockDim.x) ls[i] = i < nqr ? lse[(size_t)h * N + t0 + qr0 + i] : 0.0f;
     cp_async_wait_all();
     __syncthreads();
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    // delta_i = dO_i . O_i, a warp per row, dO from shared memory
     const bf16 *dOs = role == 0 ? A2 : B2;
-    for (int i = warp; i < ((nqr + 15) & ~15); i += AM_WARPS) {
+#pragma unroll
+    for (int k = 0; k < IT; k++) {
+        int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
         float d = 0.0f;
         if (i < nqr) {
-            const bf16 *o = out + (size_t)(t0 + qr0 + i) * HD + (size_t)h * D;
-            for (int e = 2 * lane; e < D; e += 64) {
-                __nv_bfloat162 x = *(const __nv_bfloat162 *)(dOs + (size_t)i * LDD + e);
-                __nv_bfloat162 y = *(const __nv_bfloat162 *)(o + e);
-                d += bf(x.x) * bf(y.x) + bf(x.y) * bf(y.y);
-            }
-            d = warp_sum(d);
+            bf16x8 o, y;
+            o.u = ov[k];
+            y.u = *(const uint4 *)(dOs + (size_t)i * LDD + (x % PER) * 8);
+#pragma unroll
+            for (int q = 0; q < 4; q++) d += bf(y.h[q].x) * bf(o.h[q].x) + bf(y.h[q].y) * bf(o.h[q].y);
         }
-        if (lane == 0) dl[i] = d;
+#pragma unroll
+        for (int w = PER / 2; w > 0; w >>= 1) d += __shfl_xor_sync(0xffffffffu, d, w);
+        if (x % PER == 0 && i < nq16) dl[i] = d;
     }
     __syncthreads();
     int r0 = warp * 16;
@@ -287,19 +322,25 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
         float dq[D / 8][4];
 #pragma unroll
         for (int j = 0; j < D / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
+        // this warp's Q and dO rows as A fragments, once: shared-memory bandwidth
+        // (ldmatrix) rather than the tensor cores bounds these loops
+        uint32_t qa[NK][4], oa[NK][4];
+#pragma unroll
+        for (int kk = 0; kk < NK; kk++) {
+            ldsm4(qa[kk], a_addr(A1, LDD, r0, kk * 16));
+            ldsm4(oa[kk], a_addr(A2, LDD, r0, kk * 16));
+        }
         for (int kb = 0; kb <= qb; kb++) {
             float sc[2][4] = {}, dp[2][4] = {};
 #pragma unroll
             for (int kk = 0; kk < NK; kk++) {
-                uint32_t a[4], b[4];
-                ldsm4(a, a_addr(A1, LDD, r0, kk * 16));
+                uint32_t b[4];
                 ldsm4(b, bn_addr(B1, LDD, kb * 16, kk * 16));
-                mma16816(sc[0], a, b[0], b[1]);
-                mma16816(sc[1], a, b[2], b[3]);
-                ldsm4(a, a_addr(A2, LDD, r0, kk * 16));
+                mma16816(sc[0], qa[kk], b[0], b[1]);
+                mma16816(sc[1], qa[kk], b[2], b[3]);
                 ldsm4(b, bn_addr(B2, LDD, kb * 16, kk * 16));
-                mma16816(dp[0], a, b[0], b[1]);
-                mma16816(dp[1], a, b[2], b[3]);
+                mma16816(dp[0], oa[kk], b[0], b[1]);
+                mma16816(dp[1], oa[kk], b[2], b[3]);
             }
             // dS = P (dP - delta) * scale, P = exp(S scale - lse) as bf16; zero above the diagonal
             float v[2][4];
@@ -390,10 +431,7 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
 
 static size_t am_lm(const att_shape *a) { return (a->max_len + 15) / 16 * 16; }
 static size_t am_ra(size_t Lm) { return Lm < AM_ROWS ? Lm : AM_ROWS; }
-static size_t am_fwd_smem(const att_shape *a) {
-    size_t Lm = am_lm(a);
-    return (am_ra(Lm) + 2 * Lm) * (a->D + 8) * 2;
-}
+static size_t am_fwd_smem(const att_shape *a) { return 3 * am_lm(a) * (a->D + 8) * 2; }
 static size_t am_bwd_smem(const att_shape *a) {
     size_t Lm = am_lm(a);
     return (2 * am_ra(Lm) + 2 * Lm) * (a->D + 8) * 2 + 2 * Lm * 4;
@@ -409,24 +447,27 @@ template <typename K>
 static void am_optin(K kernel, size_t bytes, size_t *done) {
     if (bytes > 48 * 1024 && *done < bytes) {
         CUDA_CHECK(cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        // all of L1 as shared memory: two blocks per SM need about 210 KiB
+        CUDA_CHECK(cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared));
         *done = bytes;
     }
 }
 
 void att_mma_fwd(bf16 *out, float *lse, const bf16 *qkv, const att_shape *a, cudaStream_t st) {
     static size_t opted[2];
-    int Lm = (int)am_lm(a), nch = (Lm + AM_ROWS - 1) / AM_ROWS;
+    int Lm = (int)am_lm(a);
     size_t bytes = am_fwd_smem(a);
-    unsigned grid = (unsigned)(a->n_seq * a->H * nch);
+    unsigned grid = (unsigned)(a->n_seq * a->H);
     float scale = (float)(1.0 / sqrt((double)a->D));
     if (a->D == 128) {
         am_optin(am_fwd_kernel<128>, bytes, &opted[0]);
-        am_fwd_kernel<128><<<grid, AM_WARPS * 32, bytes, st>>>(out, lse, qkv, a->seq, a->N, (int)a->H, (int)a->G, a->ld,
-                                                               scale, Lm, nch);
+        am_fwd_kernel<128><<<grid, AF_WARPS * 32, bytes, st>>>(out, lse, qkv, a->seq, a->N, (int)a->H, (int)a->G, a->ld,
+                                                               scale, Lm);
     } else {
         am_optin(am_fwd_kernel<64>, bytes, &opted[1]);
-        am_fwd_kernel<64><<<grid, AM_WARPS * 32, bytes, st>>>(out, lse, qkv, a->seq, a->N, (int)a->H, (int)a->G, a->ld,
-                                                              scale, Lm, nch);
+        am_fwd_kernel<64><<<grid, AF_WARPS * 32, bytes, st>>>(out, lse, qkv, a->seq, a->N, (int)a->H, (int)a->G, a->ld,
+                                                              scale, Lm);
     }
     LAUNCH_CHECK();
 }
