@@ -253,9 +253,11 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
               const int32_t *seq, size_t N, int H, int G, size_t ld, float scale, int Lm, int nch) {
     constexpr int LDD = D + 8, NK = D / 16;
     extern __shared__ __align__(128) unsigned char sm[];
-    // heaviest kinds of block first (the key chunk 0 and the last query chunk
-    // walk the most tiles), so that the light ones fill the tail
-    int sh = (int)(blockIdx.x % (gridDim.x / (2 * nch))), p = (int)(blockIdx.x / (gridDim.x / (2 * nch)));
+    // The 2 nch blocks of a (sequence, head) are neighbours in the grid: they
+    // run at about the same time and read the same rows, so that most of their
+    // reads after the first hit L2. Within them the heaviest first (the key
+    // chunk 0 and the last query chunk walk the most tiles).
+    int sh = (int)(blockIdx.x / (2 * nch)), p = (int)(blockIdx.x % (2 * nch));
     int s = sh / H, h = sh % H, role = p % 2 == 0, c = role ? p / 2 : nch - 1 - p / 2, kh = h / (H / G);
     int t0 = seq[s], L = seq[s + 1] - t0, r_0 = c * AM_ROWS;
     if (r_0 >= L) return;
