@@ -2,9 +2,11 @@
 // attention_short.cu for its common case (D = 64 or 128, sequences of at most
 // 128 tokens) with tiles in registers: each warp owns 16 rows and multiplies
 // with mma.sync m16n8k16 (bf16 in, fp32 out), operands read from shared memory
-// with ldmatrix. Blocks are small (4 warps, at most about 100 KiB of shared
-// memory) so that two fit on an SM and one block's loads overlap another's
-// math; the old kernel held a whole (sequence, head) in one 225 KiB block.
+// with ldmatrix. Blocks take at most about 105 KiB of shared memory so that
+// two fit on an SM and one block's loads overlap the other's math (the old
+// kernel held a whole (sequence, head) in one 225 KiB block of 16 serial
+// phases): the forward a block of 8 warps per (sequence, head), the backward
+// blocks of 4 warps per 64 query rows (dQ) or 64 key rows (dK, dV).
 //
 // Numerics are attention_short.cu's: fp32 scores and softmax, P rounded to
 // bf16 before P V, lse = max + log(sum) per (head, token), the backward
@@ -25,6 +27,9 @@
 #define AM_ROWS (16 * AM_WARPS)   // query (or key) rows per block
 #define AF_WARPS 8                // forward: a warp per query block of a whole sequence
 #define AM_SPLIT 64               // backward: rows of the walk in the first copy group
+#ifndef AM_GROUPED
+#define AM_GROUPED 1              // backward: blocks of one (sequence, head) side by side in the grid
+#endif
 #define AM_MAXL 128               // longest sequence these kernels take
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -258,7 +263,11 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
     // run at about the same time and read the same rows, so that most of their
     // reads after the first hit L2. Within them the heaviest first (the key
     // chunk 0 and the last query chunk walk the most tiles).
+#if AM_GROUPED
     int sh = (int)(blockIdx.x / (2 * nch)), p = (int)(blockIdx.x % (2 * nch));
+#else   // the heaviest kind of block of every (sequence, head) first, then the next kind
+    int sh = (int)(blockIdx.x % (gridDim.x / (2 * nch))), p = (int)(blockIdx.x / (gridDim.x / (2 * nch)));
+#endif
     int s = sh / H, h = sh % H, role = p % 2 == 0, c = role ? p / 2 : nch - 1 - p / 2, kh = h / (H / G);
     int t0 = seq[s], L = seq[s + 1] - t0, r_0 = c * AM_ROWS;
     if (r_0 >= L) return;
