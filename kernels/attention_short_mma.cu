@@ -26,7 +26,9 @@
 #define AM_WARPS 4                // backward: 4 warps, AM_ROWS rows per block
 #define AM_ROWS (16 * AM_WARPS)   // query (or key) rows per block
 #define AF_WARPS 8                // forward: a warp per query block of a whole sequence
-#define AM_SPLIT 64               // backward: rows of the walk in the first copy group
+#ifndef AM_SPLIT
+#define AM_SPLIT 64               // backward: rows of the walk in the first copy group (a multiple of 32)
+#endif
 #ifndef AM_GROUPED
 #define AM_GROUPED 1              // backward: blocks of one (sequence, head) side by side in the grid
 #endif
