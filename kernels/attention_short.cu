@@ -288,17 +288,18 @@ extern "C" void att_short_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const 
 extern "C" void att_short_bwd(bf16_t *dqkv, const bf16_t *dout, const bf16_t *out, const float *lse,
                               const bf16_t *qkv, const att_shape *a, float *scratch, cudaStream_t s) {
     if (!a->n_seq) return;
-    if (att_mma_ok(a, (size_t)max_smem())) {   // sums GQA groups itself: the scratch stays unused
-        att_mma_bwd((bf16 *)dqkv, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)qkv, a, s);
-        return;
-    }
     int gqa = a->H != a->G;
-    as_layout l = layout_for(a, 1, (const void *)att_short_bwd_kernel);
-    float scale = (float)(1.0 / sqrt((double)a->D));
-    att_short_bwd_kernel<<<(unsigned)(a->n_seq * a->H), AS_WARPS * 32, l.bytes, s>>>(
-        (bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)qkv, a->seq,
-        a->N, (int)a->H, (int)a->G, a->ld, scale, l);
-    LAUNCH_CHECK();
+    if (att_mma_ok(a, (size_t)max_smem())) {
+        att_mma_bwd((bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse,
+                    (const bf16 *)qkv, a, s);
+    } else {
+        as_layout l = layout_for(a, 1, (const void *)att_short_bwd_kernel);
+        float scale = (float)(1.0 / sqrt((double)a->D));
+        att_short_bwd_kernel<<<(unsigned)(a->n_seq * a->H), AS_WARPS * 32, l.bytes, s>>>(
+            (bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)qkv,
+            a->seq, a->N, (int)a->H, (int)a->G, a->ld, scale, l);
+        LAUNCH_CHECK();
+    }
     if (gqa) {
         size_t g = (a->N * 2 * a->G * a->D + 255) / 256;
         dkv_sum_kernel<<<(unsigned)(g < 4096 ? g : 4096), 256, 0, s>>>((bf16 *)dqkv, scratch, a->N, a->ld, a->H * a->D,

@@ -2,11 +2,9 @@
 // attention_short.cu for its common case (D = 64 or 128, sequences of at most
 // 128 tokens) with tiles in registers: each warp owns 16 rows and multiplies
 // with mma.sync m16n8k16 (bf16 in, fp32 out), operands read from shared memory
-// with ldmatrix. Blocks take at most about 105 KiB of shared memory so that
-// two fit on an SM and one block's loads overlap the other's math (the old
-// kernel held a whole (sequence, head) in one 225 KiB block of 16 serial
-// phases): the forward a block of 8 warps per (sequence, head), the backward
-// blocks of 4 warps per 64 query rows (dQ) or 64 key rows (dK, dV).
+// with ldmatrix. Blocks are small (4 warps, at most about 100 KiB of shared
+// memory) so that two fit on an SM and one block's loads overlap another's
+// math; the old kernel held a whole (sequence, head) in one 225 KiB block.
 //
 // Numerics are attention_short.cu's: fp32 scores and softmax, P rounded to
 // bf16 before P V, lse = max + log(sum) per (head, token), the backward
@@ -26,12 +24,6 @@
 #define AM_WARPS 4                // backward: 4 warps, AM_ROWS rows per block
 #define AM_ROWS (16 * AM_WARPS)   // query (or key) rows per block
 #define AF_WARPS 8                // forward: a warp per query block of a whole sequence
-#ifndef AM_SPLIT
-#define AM_SPLIT 64               // backward: rows of the walk in the first copy group (a multiple of 32)
-#endif
-#ifndef AM_GROUPED
-#define AM_GROUPED 1              // backward: blocks of one (sequence, head) side by side in the grid
-#endif
 #define AM_MAXL 128               // longest sequence these kernels take
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -100,8 +92,7 @@ __device__ __forceinline__ void am_load(bf16 *dst, const bf16 *src, size_t ld, i
 // through the warp's own 16 staging rows so that the global stores are whole
 // 16-byte row pieces.
 template <int D>
-__device__ __forceinline__ void am_store_rows(const float acc[D / 8][4], bf16 *stage, bf16 *dst, size_t ld, int row0,
-                                              int L) {
+__device__ __forceinline__ void am_store_rows(const float acc[D / 8][4], bf16 *stage, bf16 *dst, size_t ld, int row0, int L) {
     constexpr int LDD = D + 8, PER = D / 8;
     int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -112,10 +103,21 @@ __device__ __forceinline__ void am_store_rows(const float acc[D / 8][4], bf16 *s
     __syncwarp();
     for (int x = lane; x < 16 * PER; x += 32) {
         int i = x / PER, c = x % PER;
-        if (row0 + i < L)
-            *(uint4 *)(dst + (size_t)(row0 + i) * ld + c * 8) = *(const uint4 *)(stage + (size_t)i * LDD + c * 8);
+        if (row0 + i < L) *(uint4 *)(dst + (size_t)(row0 + i) * ld + c * 8) = *(const uint4 *)(stage + (size_t)i * LDD + c * 8);
     }
 }
+// The same in fp32 without staging (GQA scratch; a lane quad writes 32 contiguous bytes).
+template <int D>
+__device__ __forceinline__ void am_store_rows32(const float acc[D / 8][4], float *dst, size_t ld, int row0, int L) {
+    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) {
+        if (row0 + g < L) *(float2 *)(dst + (size_t)(row0 + g) * ld + j * 8 + 2 * t) = make_float2(acc[j][0], acc[j][1]);
+        if (row0 + g + 8 < L)
+            *(float2 *)(dst + (size_t)(row0 + g + 8) * ld + j * 8 + 2 * t) = make_float2(acc[j][2], acc[j][3]);
+    }
+}
+
 // Forward, query block QB of a sequence (rows 16 QB .. 16 QB + 15), one warp:
 // S (16, 16(QB+1)) = Q K^T kept whole in registers (QB a template argument so
 // that every loop unrolls without branches), softmax over keys 0..i, lse, and P
@@ -239,252 +241,194 @@ am_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, const int32_t *seq, size_t
 // Role 0 (dQ), chunk c of query rows: warp w owns query block qb and walks key
 // blocks 0..qb: S and dP (16, 16) chunks, dS, dQ += dS K in registers.
 // Shared memory: Q, dO of this chunk (RA rows), K, V (Lm rows) from key 0.
-// Role 1 (dK, dV), chunk c of key rows of kv head kh: warp w owns key block kb
-// and walks query blocks kb.. of each of the group's H/G query heads in turn:
-// S^T and dP^T chunks, P^T and dS^T, dV += P^T dO and dK += dS^T Q in
-// registers (the group's sum in head order, no scratch, no atomics).
-// Shared memory: K, V of this chunk (RA rows), Q, dO (Lm rows) of the current
-// head from query c*AM_ROWS. S and dP are recomputed by both roles (the price
-// of running them side by side without exchanging dS).
+// Role 1 (dK, dV), chunk c of key rows: warp w owns key block kb and walks
+// query blocks kb..: S^T and dP^T chunks, P^T and dS^T, dV += P^T dO and
+// dK += dS^T Q in registers. Shared memory: K, V of this chunk (RA rows), Q,
+// dO (Lm rows) from query c*AM_ROWS. S and dP are recomputed by both roles
+// (the price of running them side by side without exchanging dS).
 // Both: lse and delta (Lm fp32 each) of the rows the block reads.
 template <int D>
 __global__ void __launch_bounds__(AM_WARPS * 32)
-am_bwd_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
+am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
               const int32_t *seq, size_t N, int H, int G, size_t ld, float scale, int Lm, int nch) {
     constexpr int LDD = D + 8, NK = D / 16;
     extern __shared__ __align__(128) unsigned char sm[];
-    // Grid: per (sequence, chunk) H dQ blocks (role 0, query head h) and G
-    // dK/dV blocks (role 1, kv head kh, walking its H/G query heads in turn).
-    int rep = H / G, s, h, kh, role, c;
-#if AM_GROUPED
-    if (H == G) {
-        // The 2 nch blocks of a (sequence, head) are neighbours in the grid:
-        // they run at about the same time and read the same rows, so that most
-        // of their reads after the first hit L2. Within them the heaviest first
-        // (the key chunk 0 and the last query chunk walk the most tiles).
-        int sh = (int)(blockIdx.x / (2 * nch)), p = (int)(blockIdx.x % (2 * nch));
-        s = sh / H; h = kh = sh % H; role = p % 2 == 0; c = role ? p / 2 : nch - 1 - p / 2;
-    } else
-#endif
-    {   // the heaviest kind of block first (dK/dV of key chunk 0; with GQA those
-        // walk H/G heads each), then the next kind
-        int ns = (int)(gridDim.x / ((H + G) * nch)), pair = (int)(blockIdx.x / (ns * (H + G))),
-            r = (int)(blockIdx.x % (ns * (H + G)));
-        role = r < ns * G;
-        if (role) { c = pair; s = r / G; kh = r % G; h = kh * rep; }
-        else { c = nch - 1 - pair; r -= ns * G; s = r / H; h = r % H; kh = h / rep; }
-    }
+    // The 2 nch blocks of a (sequence, head) are neighbours in the grid: they
+    // run at about the same time and read the same rows, so that most of their
+    // reads after the first hit L2. Within them the heaviest first (the key
+    // chunk 0 and the last query chunk walk the most tiles).
+    int sh = (int)(blockIdx.x / (2 * nch)), p = (int)(blockIdx.x % (2 * nch));
+    int s = sh / H, h = sh % H, role = p % 2 == 0, c = role ? p / 2 : nch - 1 - p / 2, kh = h / (H / G);
     int t0 = seq[s], L = seq[s + 1] - t0, r_0 = c * AM_ROWS;
     if (r_0 >= L) return;
     int nr = min(AM_ROWS, L - r_0), RA = min(AM_ROWS, Lm), nt = (L + 15) / 16;
     bf16 *A1 = (bf16 *)sm, *A2 = A1 + (size_t)RA * LDD, *B1 = A2 + (size_t)RA * LDD, *B2 = B1 + (size_t)Lm * LDD;
     float *ls = (float *)(B2 + (size_t)Lm * LDD), *dl = ls + Lm;
     size_t HD = (size_t)H * D;
-    const bf16 *row0 = qkv + (size_t)t0 * ld, *k_src = row0 + (size_t)(H + kh) * D,
-               *v_src = row0 + (size_t)(H + G + kh) * D;
+    const bf16 *row0 = qkv + (size_t)t0 * ld, *q_src = row0 + (size_t)h * D, *k_src = row0 + (size_t)(H + kh) * D,
+               *v_src = row0 + (size_t)(H + G + kh) * D, *o_src = dout + (size_t)t0 * HD + (size_t)h * D;
+    // query rows [qr0, qr0 + nqr) are the ones whose lse, delta (and dO) this block reads
+    int qr0 = r_0, nqr;
+    if (role == 0) {   // A1 = Q, A2 = dO (this chunk's queries); B1 = K, B2 = V (keys 0..r_0+nr)
+        int kend = r_0 + nr;
+        nqr = nr;
+        am_load<D>(A1, q_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
+        am_load<D>(A2, o_src + (size_t)r_0 * HD, HD, (nr + 15) & ~15, nr);
+        am_load<D>(B1, k_src, ld, (kend + 15) & ~15, kend);
+        am_load<D>(B2, v_src, ld, (kend + 15) & ~15, kend);
+    } else {           // A1 = K, A2 = V (this chunk's keys); B1 = Q, B2 = dO (queries r_0..L)
+        nqr = L - r_0;
+        am_load<D>(A1, k_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
+        am_load<D>(A2, v_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
+        am_load<D>(B1, q_src + (size_t)r_0 * ld, ld, (nqr + 15) & ~15, nqr);
+        am_load<D>(B2, o_src + (size_t)r_0 * HD, HD, (nqr + 15) & ~15, nqr);
+    }
+    // delta_i = dO_i . O_i over 16-byte pieces, PER threads a row; O's loads go
+    // out before the wait on the copies so that the two latencies overlap.
+    constexpr int PER = D / 8, IT = AM_MAXL * PER / (AM_WARPS * 32);
+    int nq16 = (nqr + 15) & ~15;
+    uint4 ov[IT];
+#pragma unroll
+    for (int k = 0; k < IT; k++) {
+        int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
+        ov[k] = make_uint4(0, 0, 0, 0);
+        if (i < nqr) ov[k] = *(const uint4 *)(out + (size_t)(t0 + qr0 + i) * HD + (size_t)h * D + (x % PER) * 8);
+    }
+    for (int i = threadIdx.x; i < nq16; i += blockDim.x) ls[i] = i < nqr ? lse[(size_t)h * N + t0 + qr0 + i] : 0.0f;
+    cp_async_wait_all();
+    __syncthreads();
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    int r0 = warp * 16, act = r0 < nr;   // idle warps stay for the barriers
-    // role 1: dK, dV of this warp's 16 keys, summed over the group's query heads in order
+    const bf16 *dOs = role == 0 ? A2 : B2;
+#pragma unroll
+    for (int k = 0; k < IT; k++) {
+        int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
+        float d = 0.0f;
+        if (i < nqr) {
+            bf16x8 o, y;
+            o.u = ov[k];
+            y.u = *(const uint4 *)(dOs + (size_t)i * LDD + (x % PER) * 8);
+#pragma unroll
+            for (int q = 0; q < 4; q++) d += bf(y.h[q].x) * bf(o.h[q].x) + bf(y.h[q].y) * bf(o.h[q].y);
+        }
+#pragma unroll
+        for (int w = PER / 2; w > 0; w >>= 1) d += __shfl_xor_sync(0xffffffffu, d, w);
+        if (x % PER == 0 && i < nq16) dl[i] = d;
+    }
+    __syncthreads();
+    int r0 = warp * 16;
+    if (r0 >= nr) return;   // no barrier follows
+
+    if (role == 0) {
+        int qb = (r_0 + r0) / 16, i0 = r_0 + r0 + g, i1 = i0 + 8;
+        float lse0 = ls[r0 + g], lse1 = ls[r0 + g + 8], d0 = dl[r0 + g], d1 = dl[r0 + g + 8];
+        float dq[D / 8][4];
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
+        // this warp's Q and dO rows as A fragments, once: shared-memory bandwidth
+        // (ldmatrix) rather than the tensor cores bounds these loops
+        uint32_t qa[NK][4], oa[NK][4];
+#pragma unroll
+        for (int kk = 0; kk < NK; kk++) {
+            ldsm4(qa[kk], a_addr(A1, LDD, r0, kk * 16));
+            ldsm4(oa[kk], a_addr(A2, LDD, r0, kk * 16));
+        }
+        for (int kb = 0; kb <= qb; kb++) {
+            float sc[2][4] = {}, dp[2][4] = {};
+#pragma unroll
+            for (int kk = 0; kk < NK; kk++) {
+                uint32_t b[4];
+                ldsm4(b, bn_addr(B1, LDD, kb * 16, kk * 16));
+                mma16816(sc[0], qa[kk], b[0], b[1]);
+                mma16816(sc[1], qa[kk], b[2], b[3]);
+                ldsm4(b, bn_addr(B2, LDD, kb * 16, kk * 16));
+                mma16816(dp[0], oa[kk], b[0], b[1]);
+                mma16816(dp[1], oa[kk], b[2], b[3]);
+            }
+            // dS = P (dP - delta) * scale, P = exp(S scale - lse) as bf16; zero above the diagonal
+            float v[2][4];
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int col = kb * 16 + j * 8 + 2 * t + e;
+                    float p0 = col <= i0 && i0 < L ? rbf(__expf(sc[j][e] * scale - lse0)) : 0.0f;
+                    float p1 = col <= i1 && i1 < L ? rbf(__expf(sc[j][2 + e] * scale - lse1)) : 0.0f;
+                    v[j][e] = p0 * (dp[j][e] - d0) * scale;
+                    v[j][2 + e] = p1 * (dp[j][2 + e] - d1) * scale;
+                }
+            uint32_t ds[4] = {pack_bf2(v[0][0], v[0][1]), pack_bf2(v[0][2], v[0][3]), pack_bf2(v[1][0], v[1][1]),
+                              pack_bf2(v[1][2], v[1][3])};
+#pragma unroll
+            for (int dd = 0; dd < D / 16; dd++) {
+                uint32_t b[4];
+                ldsm4t(b, bk_addr(B1, LDD, kb * 16, dd * 16));
+                mma16816(dq[2 * dd], ds, b[0], b[1]);
+                mma16816(dq[2 * dd + 1], ds, b[2], b[3]);
+            }
+        }
+        am_store_rows<D>(dq, A1 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)h * D, ld, r_0 + r0, L);
+        return;
+    }
+
+    // role 1: this lane's key rows k0, k1 (C rows); query columns come from the walk
+    int kb = (r_0 + r0) / 16, k0 = r_0 + r0 + g, k1 = k0 + 8;
     float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
     for (int j = 0; j < D / 8; j++) {
         dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.0f;
         dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
     }
-    for (int hj = 0; hj < (role ? rep : 1); hj++) {
-        if (role) {
-            h = kh * rep + hj;
-            if (hj) __syncthreads();   // every warp is done with the last head's Q, dO, lse, delta
+    for (int qb = kb; qb < nt; qb++) {
+        int qs = qb * 16 - r_0;   // the block's rows in B1, B2, ls, dl
+        float st[2][4] = {}, dpt[2][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < NK; kk++) {
+            uint32_t a[4], b[4];
+            ldsm4(a, a_addr(A1, LDD, r0, kk * 16));
+            ldsm4(b, bn_addr(B1, LDD, qs, kk * 16));
+            mma16816(st[0], a, b[0], b[1]);
+            mma16816(st[1], a, b[2], b[3]);
+            ldsm4(a, a_addr(A2, LDD, r0, kk * 16));
+            ldsm4(b, bn_addr(B2, LDD, qs, kk * 16));
+            mma16816(dpt[0], a, b[0], b[1]);
+            mma16816(dpt[1], a, b[2], b[3]);
         }
-        const bf16 *q_src = row0 + (size_t)h * D, *o_src = dout + (size_t)t0 * HD + (size_t)h * D;
-        // query rows [qr0, qr0 + nqr) are the ones whose lse, delta (and dO) this block reads.
-        // Two copy groups: what the first AM_SPLIT rows of the walk need, then the
-        // rest, so that the walk starts while the second group streams in.
-        int qr0 = r_0, nqr;
-        if (role == 0) {   // A1 = Q, A2 = dO (this chunk's queries); B1 = K, B2 = V (keys 0..r_0+nr)
-            int kend = r_0 + nr, ka = min(kend, AM_SPLIT);
-            nqr = nr;
-            am_load<D>(A1, q_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
-            am_load<D>(A2, o_src + (size_t)r_0 * HD, HD, (nr + 15) & ~15, nr);
-            am_load<D>(B1, k_src, ld, (ka + 15) & ~15, ka);
-            am_load<D>(B2, v_src, ld, (ka + 15) & ~15, ka);
-            cp_async_commit();
-            if (kend > AM_SPLIT) {
-                int rows = ((kend + 15) & ~15) - AM_SPLIT;
-                am_load<D>(B1 + (size_t)AM_SPLIT * LDD, k_src + (size_t)AM_SPLIT * ld, ld, rows, kend - AM_SPLIT);
-                am_load<D>(B2 + (size_t)AM_SPLIT * LDD, v_src + (size_t)AM_SPLIT * ld, ld, rows, kend - AM_SPLIT);
+        float pv[2][4], sv[2][4];
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int q = qb * 16 + j * 8 + 2 * t + e, qi = q - r_0;
+                float lq = ls[qi], dq_ = dl[qi];
+                float p0 = k0 <= q && q < L ? rbf(__expf(st[j][e] * scale - lq)) : 0.0f;
+                float p1 = k1 <= q && q < L ? rbf(__expf(st[j][2 + e] * scale - lq)) : 0.0f;
+                pv[j][e] = p0; pv[j][2 + e] = p1;
+                sv[j][e] = p0 * (dpt[j][e] - dq_) * scale;
+                sv[j][2 + e] = p1 * (dpt[j][2 + e] - dq_) * scale;
             }
-            cp_async_commit();
-        } else {           // A1 = K, A2 = V (this chunk's keys); B1 = Q, B2 = dO (queries r_0..L)
-            nqr = L - r_0;
-            int qa_ = min(nqr, AM_SPLIT);
-            if (!hj) {
-                am_load<D>(A1, k_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
-                am_load<D>(A2, v_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
-            }
-            am_load<D>(B1, q_src + (size_t)r_0 * ld, ld, (qa_ + 15) & ~15, qa_);
-            am_load<D>(B2, o_src + (size_t)r_0 * HD, HD, (qa_ + 15) & ~15, qa_);
-            cp_async_commit();
-            if (nqr > AM_SPLIT) {
-                int rows = ((nqr + 15) & ~15) - AM_SPLIT;
-                int q1 = r_0 + AM_SPLIT;
-                am_load<D>(B1 + (size_t)AM_SPLIT * LDD, q_src + (size_t)q1 * ld, ld, rows, nqr - AM_SPLIT);
-                am_load<D>(B2 + (size_t)AM_SPLIT * LDD, o_src + (size_t)q1 * HD, HD, rows, nqr - AM_SPLIT);
-            }
-            cp_async_commit();
+        uint32_t pt[4] = {pack_bf2(pv[0][0], pv[0][1]), pack_bf2(pv[0][2], pv[0][3]), pack_bf2(pv[1][0], pv[1][1]),
+                          pack_bf2(pv[1][2], pv[1][3])};
+        uint32_t dst[4] = {pack_bf2(sv[0][0], sv[0][1]), pack_bf2(sv[0][2], sv[0][3]), pack_bf2(sv[1][0], sv[1][1]),
+                           pack_bf2(sv[1][2], sv[1][3])};
+#pragma unroll
+        for (int dd = 0; dd < D / 16; dd++) {
+            uint32_t b[4];
+            ldsm4t(b, bk_addr(B2, LDD, qs, dd * 16));
+            mma16816(dv[2 * dd], pt, b[0], b[1]);
+            mma16816(dv[2 * dd + 1], pt, b[2], b[3]);
+            ldsm4t(b, bk_addr(B1, LDD, qs, dd * 16));
+            mma16816(dk[2 * dd], dst, b[0], b[1]);
+            mma16816(dk[2 * dd + 1], dst, b[2], b[3]);
         }
-        // delta_i = dO_i . O_i over 16-byte pieces, PER threads a row, both read
-        // from global memory (L2 for dO, which is being copied too) while the
-        // copies are in flight; 32 rows at a time, to bound the registers in use
-        // beside role 1's accumulators.
-        constexpr int PER = D / 8, DROWS = 32, HALF = DROWS * PER / (AM_WARPS * 32);
-        int nq16 = (nqr + 15) & ~15;
-#pragma unroll
-        for (int hf = 0; hf < AM_MAXL / DROWS; hf++) {
-            if (hf * DROWS >= nq16) break;   // block-uniform
-            uint4 ov[HALF], gv[HALF];
-#pragma unroll
-            for (int k = 0; k < HALF; k++) {
-                int x = threadIdx.x + (hf * HALF + k) * AM_WARPS * 32, i = x / PER;
-                ov[k] = gv[k] = make_uint4(0, 0, 0, 0);
-                if (i < nqr) {
-                    size_t off = (size_t)(t0 + qr0 + i) * HD + (size_t)h * D + (x % PER) * 8;
-                    ov[k] = *(const uint4 *)(out + off);
-                    gv[k] = *(const uint4 *)(dout + off);
-                }
-            }
-            if (!hf)
-                for (int i = threadIdx.x; i < nq16; i += blockDim.x)
-                    ls[i] = i < nqr ? lse[(size_t)h * N + t0 + qr0 + i] : 0.0f;
-#pragma unroll
-            for (int k = 0; k < HALF; k++) {
-                int x = threadIdx.x + (hf * HALF + k) * AM_WARPS * 32, i = x / PER;
-                bf16x8 o, y;
-                o.u = ov[k];
-                y.u = gv[k];
-                float d = 0.0f;
-#pragma unroll
-                for (int q = 0; q < 4; q++) d += bf(y.h[q].x) * bf(o.h[q].x) + bf(y.h[q].y) * bf(o.h[q].y);
-#pragma unroll
-                for (int w = PER / 2; w > 0; w >>= 1) d += __shfl_xor_sync(0xffffffffu, d, w);
-                if (x % PER == 0 && i < nq16) dl[i] = d;
-            }
-        }
-        cp_async_wait_1();
-        __syncthreads();
-        if (role == 0) {
-            int qb = act ? (r_0 + r0) / 16 : -1, i0 = r_0 + r0 + g, i1 = i0 + 8, nkb = (r_0 + nr + 15) / 16;
-            float lse0 = ls[r0 + g], lse1 = ls[r0 + g + 8], d0 = dl[r0 + g], d1 = dl[r0 + g + 8];
-            float dq[D / 8][4];
-#pragma unroll
-            for (int j = 0; j < D / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
-            // this warp's Q and dO rows as A fragments, once: shared-memory bandwidth
-            // (ldmatrix) rather than the tensor cores bounds these loops
-            uint32_t qa[NK][4], oa[NK][4];
-#pragma unroll
-            for (int kk = 0; kk < NK; kk++) {
-                ldsm4(qa[kk], a_addr(A1, LDD, r0, kk * 16));
-                ldsm4(oa[kk], a_addr(A2, LDD, r0, kk * 16));
-            }
-            for (int kb = 0; kb < nkb; kb++) {   // the same trip count in every warp: the barrier
-                if (kb == AM_SPLIT / 16) {
-                    cp_async_wait_all();
-                    __syncthreads();
-                }
-                if (kb > qb) continue;
-                float sc[2][4] = {}, dp[2][4] = {};
-#pragma unroll
-                for (int kk = 0; kk < NK; kk++) {
-                    uint32_t b[4];
-                    ldsm4(b, bn_addr(B1, LDD, kb * 16, kk * 16));
-                    mma16816(sc[0], qa[kk], b[0], b[1]);
-                    mma16816(sc[1], qa[kk], b[2], b[3]);
-                    ldsm4(b, bn_addr(B2, LDD, kb * 16, kk * 16));
-                    mma16816(dp[0], oa[kk], b[0], b[1]);
-                    mma16816(dp[1], oa[kk], b[2], b[3]);
-                }
-                // dS = P (dP - delta) * scale, P = exp(S scale - lse) as bf16; zero above the diagonal
-                float v[2][4];
-#pragma unroll
-                for (int j = 0; j < 2; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        int col = kb * 16 + j * 8 + 2 * t + e;
-                        float p0 = col <= i0 && i0 < L ? rbf(__expf(sc[j][e] * scale - lse0)) : 0.0f;
-                        float p1 = col <= i1 && i1 < L ? rbf(__expf(sc[j][2 + e] * scale - lse1)) : 0.0f;
-                        v[j][e] = p0 * (dp[j][e] - d0) * scale;
-                        v[j][2 + e] = p1 * (dp[j][2 + e] - d1) * scale;
-                    }
-                uint32_t ds[4] = {pack_bf2(v[0][0], v[0][1]), pack_bf2(v[0][2], v[0][3]), pack_bf2(v[1][0], v[1][1]),
-                                  pack_bf2(v[1][2], v[1][3])};
-#pragma unroll
-                for (int dd = 0; dd < D / 16; dd++) {
-                    uint32_t b[4];
-                    ldsm4t(b, bk_addr(B1, LDD, kb * 16, dd * 16));
-                    mma16816(dq[2 * dd], ds, b[0], b[1]);
-                    mma16816(dq[2 * dd + 1], ds, b[2], b[3]);
-                }
-            }
-            if (act)
-                am_store_rows<D>(dq, A1 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)h * D, ld, r_0 + r0, L);
-            return;
-        }
-
-        // role 1: this lane's key rows k0, k1 (C rows); query columns come from the walk
-        int kb = (r_0 + r0) / 16, k0 = r_0 + r0 + g, k1 = k0 + 8;
-        for (int qb = r_0 / 16; qb < nt; qb++) {   // the same trip count in every warp: the barrier
-            if (qb == r_0 / 16 + AM_SPLIT / 16) {
-                cp_async_wait_all();
-                __syncthreads();
-            }
-            if (!act || qb < kb) continue;
-            int qs = qb * 16 - r_0;   // the block's rows in B1, B2, ls, dl
-            float st[2][4] = {}, dpt[2][4] = {};
-#pragma unroll
-            for (int kk = 0; kk < NK; kk++) {
-                uint32_t a[4], b[4];
-                ldsm4(a, a_addr(A1, LDD, r0, kk * 16));
-                ldsm4(b, bn_addr(B1, LDD, qs, kk * 16));
-                mma16816(st[0], a, b[0], b[1]);
-                mma16816(st[1], a, b[2], b[3]);
-                ldsm4(a, a_addr(A2, LDD, r0, kk * 16));
-                ldsm4(b, bn_addr(B2, LDD, qs, kk * 16));
-                mma16816(dpt[0], a, b[0], b[1]);
-                mma16816(dpt[1], a, b[2], b[3]);
-            }
-            float pv[2][4], sv[2][4];
-#pragma unroll
-            for (int j = 0; j < 2; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int q = qb * 16 + j * 8 + 2 * t + e, qi = q - r_0;
-                    float lq = ls[qi], dq_ = dl[qi];
-                    float p0 = k0 <= q && q < L ? rbf(__expf(st[j][e] * scale - lq)) : 0.0f;
-                    float p1 = k1 <= q && q < L ? rbf(__expf(st[j][2 + e] * scale - lq)) : 0.0f;
-                    pv[j][e] = p0; pv[j][2 + e] = p1;
-                    sv[j][e] = p0 * (dpt[j][e] - dq_) * scale;
-                    sv[j][2 + e] = p1 * (dpt[j][2 + e] - dq_) * scale;
-                }
-            uint32_t pt[4] = {pack_bf2(pv[0][0], pv[0][1]), pack_bf2(pv[0][2], pv[0][3]), pack_bf2(pv[1][0], pv[1][1]),
-                              pack_bf2(pv[1][2], pv[1][3])};
-            uint32_t dst[4] = {pack_bf2(sv[0][0], sv[0][1]), pack_bf2(sv[0][2], sv[0][3]), pack_bf2(sv[1][0], sv[1][1]),
-                               pack_bf2(sv[1][2], sv[1][3])};
-#pragma unroll
-            for (int dd = 0; dd < D / 16; dd++) {
-                uint32_t b[4];
-                ldsm4t(b, bk_addr(B2, LDD, qs, dd * 16));
-                mma16816(dv[2 * dd], pt, b[0], b[1]);
-                mma16816(dv[2 * dd + 1], pt, b[2], b[3]);
-                ldsm4t(b, bk_addr(B1, LDD, qs, dd * 16));
-                mma16816(dk[2 * dd], dst, b[0], b[1]);
-                mma16816(dk[2 * dd + 1], dst, b[2], b[3]);
-            }
-        }
-    }   // query heads of the group
-    if (!act) return;
-    // this warp's K and V rows are read by no other warp: they stage dK, dV
-    am_store_rows<D>(dk, A1 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)(H + kh) * D, ld, r_0 + r0, L);
-    am_store_rows<D>(dv, A2 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)(H + G + kh) * D, ld, r_0 + r0, L);
+    }
+    if (dkv32) {   // (N, 2, H, D) scratch: this query head's dK, then its dV
+        float *dk32 = dkv32 + (size_t)t0 * 2 * HD + (size_t)h * D;
+        am_store_rows32<D>(dk, dk32, 2 * HD, r_0 + r0, L);
+        am_store_rows32<D>(dv, dk32 + HD, 2 * HD, r_0 + r0, L);
+    } else {       // this warp's K and V rows are read by no other warp: they stage dK, dV
+        am_store_rows<D>(dk, A1 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)(H + kh) * D, ld, r_0 + r0, L);
+        am_store_rows<D>(dv, A2 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)(H + G + kh) * D, ld, r_0 + r0, L);
+    }
 }
 
 static size_t am_lm(const att_shape *a) { return (a->max_len + 15) / 16 * 16; }
@@ -530,20 +474,20 @@ void att_mma_fwd(bf16 *out, float *lse, const bf16 *qkv, const att_shape *a, cud
     LAUNCH_CHECK();
 }
 
-void att_mma_bwd(bf16 *dqkv, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv, const att_shape *a,
-                 cudaStream_t st) {
+void att_mma_bwd(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
+                 const att_shape *a, cudaStream_t st) {
     static size_t opted[2];
     int Lm = (int)am_lm(a), nch = (Lm + AM_ROWS - 1) / AM_ROWS;
     size_t bytes = am_bwd_smem(a);
-    unsigned grid = (unsigned)(a->n_seq * (a->H + a->G) * nch);
+    unsigned grid = (unsigned)(a->n_seq * a->H * 2 * nch);
     float scale = (float)(1.0 / sqrt((double)a->D));
     if (a->D == 128) {
         am_optin(am_bwd_kernel<128>, bytes, &opted[0]);
-        am_bwd_kernel<128><<<grid, AM_WARPS * 32, bytes, st>>>(dqkv, dout, out, lse, qkv, a->seq, a->N, (int)a->H,
+        am_bwd_kernel<128><<<grid, AM_WARPS * 32, bytes, st>>>(dqkv, dkv32, dout, out, lse, qkv, a->seq, a->N, (int)a->H,
                                                                (int)a->G, a->ld, scale, Lm, nch);
     } else {
         am_optin(am_bwd_kernel<64>, bytes, &opted[1]);
-        am_bwd_kernel<64><<<grid, AM_WARPS * 32, bytes, st>>>(dqkv, dout, out, lse, qkv, a->seq, a->N, (int)a->H,
+        am_bwd_kernel<64><<<grid, AM_WARPS * 32, bytes, st>>>(dqkv, dkv32, dout, out, lse, qkv, a->seq, a->N, (int)a->H,
                                                               (int)a->G, a->ld, scale, Lm, nch);
     }
     LAUNCH_CHECK();

@@ -9,7 +9,8 @@
 int att_mma_ok(const att_shape *a, size_t max_smem);
 // att_short_fwd's contract.
 void att_mma_fwd(bf16 *out, float *lse, const bf16 *qkv, const att_shape *a, cudaStream_t st);
-// att_short_bwd's contract; with grouped query heads each kv head's dK, dV
-// are summed over its query heads in registers, in head order (no scratch).
-void att_mma_bwd(bf16 *dqkv, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv, const att_shape *a,
-                 cudaStream_t st);
+// att_short_bwd's contract without the GQA sum: with dkv32 (grouped query
+// heads) dK and dV go per query head to the fp32 scratch (N, 2, H, D) instead
+// of dqkv, and the caller sums each group.
+void att_mma_bwd(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const float *lse, const bf16 *qkv,
+                 const att_shape *a, cudaStream_t st);
