@@ -2,9 +2,11 @@
 // attention_short.cu for its common case (D = 64 or 128, sequences of at most
 // 128 tokens) with tiles in registers: each warp owns 16 rows and multiplies
 // with mma.sync m16n8k16 (bf16 in, fp32 out), operands read from shared memory
-// with ldmatrix. Blocks are small (4 warps, at most about 100 KiB of shared
-// memory) so that two fit on an SM and one block's loads overlap another's
-// math; the old kernel held a whole (sequence, head) in one 225 KiB block.
+// with ldmatrix. Blocks take at most about 105 KiB of shared memory so that
+// two fit on an SM and one block's loads overlap the other's math (the old
+// kernel held a whole (sequence, head) in one 225 KiB block of 16 serial
+// phases): the forward a block of 8 warps per (sequence, head), the backward
+// blocks of 4 warps per 64 query rows (dQ) or 64 key rows (dK, dV).
 //
 // Numerics are attention_short.cu's: fp32 scores and softmax, P rounded to
 // bf16 before P V, lse = max + log(sum) per (head, token), the backward
