@@ -14,9 +14,12 @@
 //   backward: Q K V dO (Lm, ldd) bf16, S/dP (Lm, Lm) fp32 (also the staging), P/dS (Lm, Lm+8) bf16,
 //             lse and delta (Lm) fp32
 // With D = 128 and Lm = 128 the backward needs 225 KiB of the 227 KiB an
-// H100/H200 block may have.
+// H100/H200 block may have. The common case (D = 64 or 128, at most 128
+// tokens) goes to the register-tile kernels of attention_short_mma.cu instead;
+// these stay for the rest (longer sequences, other head sizes).
 #include <mma.h>
 
+#include "attention_short_mma.h"
 #include "common.cuh"
 #include "kernels.h"
 
@@ -69,6 +72,7 @@ static int as_fits(size_t Lm, size_t D, int bwd, as_layout *out) {
 }
 
 extern "C" int att_short_ok(const att_shape *a) {
+    if (att_mma_ok(a, (size_t)max_smem())) return 1;
     size_t Lm = (a->max_len + 15) / 16 * 16;
     return a->max_len > 0 && a->max_len <= ATT_SHORT_MAX && a->D % 16 == 0 && a->D <= 256 && a->ld % 8 == 0 &&
            as_fits(Lm, a->D, 0, nullptr) && as_fits(Lm, a->D, 1, nullptr);
@@ -273,6 +277,7 @@ static as_layout layout_for(const att_shape *a, int bwd, const void *kernel) {
 
 extern "C" void att_short_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const att_shape *a, cudaStream_t s) {
     if (!a->n_seq) return;
+    if (att_mma_ok(a, (size_t)max_smem())) { att_mma_fwd((bf16 *)out, lse, (const bf16 *)qkv, a, s); return; }
     as_layout l = layout_for(a, 0, (const void *)att_short_fwd_kernel);
     float scale = (float)(1.0 / sqrt((double)a->D));
     att_short_fwd_kernel<<<(unsigned)(a->n_seq * a->H), AS_WARPS * 32, l.bytes, s>>>(
@@ -283,13 +288,18 @@ extern "C" void att_short_fwd(bf16_t *out, float *lse, const bf16_t *qkv, const 
 extern "C" void att_short_bwd(bf16_t *dqkv, const bf16_t *dout, const bf16_t *out, const float *lse,
                               const bf16_t *qkv, const att_shape *a, float *scratch, cudaStream_t s) {
     if (!a->n_seq) return;
-    as_layout l = layout_for(a, 1, (const void *)att_short_bwd_kernel);
-    float scale = (float)(1.0 / sqrt((double)a->D));
     int gqa = a->H != a->G;
-    att_short_bwd_kernel<<<(unsigned)(a->n_seq * a->H), AS_WARPS * 32, l.bytes, s>>>(
-        (bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)qkv, a->seq,
-        a->N, (int)a->H, (int)a->G, a->ld, scale, l);
-    LAUNCH_CHECK();
+    if (att_mma_ok(a, (size_t)max_smem())) {
+        att_mma_bwd((bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse,
+                    (const bf16 *)qkv, a, s);
+    } else {
+        as_layout l = layout_for(a, 1, (const void *)att_short_bwd_kernel);
+        float scale = (float)(1.0 / sqrt((double)a->D));
+        att_short_bwd_kernel<<<(unsigned)(a->n_seq * a->H), AS_WARPS * 32, l.bytes, s>>>(
+            (bf16 *)dqkv, gqa ? scratch : nullptr, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)qkv,
+            a->seq, a->N, (int)a->H, (int)a->G, a->ld, scale, l);
+        LAUNCH_CHECK();
+    }
     if (gqa) {
         size_t g = (a->N * 2 * a->G * a->D + 255) / 256;
         dkv_sum_kernel<<<(unsigned)(g < 4096 ? g : 4096), 256, 0, s>>>((bf16 *)dqkv, scratch, a->N, a->ld, a->H * a->D,

@@ -203,19 +203,19 @@ static void test_rope(size_t N, size_t H, size_t D, size_t ld, size_t col0) {
 }
 
 static gemm_ctx *G_CTX;
-// Three sequences of 5, 70 (17 when last < 70) and `last` tokens (130 crosses the
-// 64-token blocks and exceeds the short kernels' 128), H = 4 query heads over G kv heads.
-static void test_attention(size_t D, size_t last, size_t G) {
-    size_t mid = last >= 70 ? 70 : 17;
-    std::vector<int32_t> seq = {0, 5, (int32_t)(5 + mid), (int32_t)(5 + mid + last)};
-    size_t ns = 3, N = 5 + mid + last, H = 4, ld = (H + 2 * G) * D + 8;
+// Packed sequences of the given lengths, H = 4 query heads over G kv heads.
+static void test_attention_lens(size_t D, size_t G, const std::vector<size_t> &lens) {
+    std::vector<int32_t> seq = {0};
+    size_t maxL = 0;
+    for (size_t L : lens) { seq.push_back(seq.back() + (int32_t)L); maxL = std::max(maxL, L); }
+    size_t ns = lens.size(), N = (size_t)seq.back(), H = 4, ld = (H + 2 * G) * D + 8, last = maxL;
     std::vector<int32_t> qb;
     for (size_t s = 0; s < ns; s++)
         for (int q0 = 0; q0 < seq[s + 1] - seq[s]; q0 += ATT_BQ) { qb.push_back((int32_t)s); qb.push_back(q0); }
     int32_t *dseq, *dqb;
     CUDA_CHECK(cudaMalloc(&dseq, seq.size() * 4)); CUDA_CHECK(cudaMemcpy(dseq, seq.data(), seq.size() * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMalloc(&dqb, qb.size() * 4)); CUDA_CHECK(cudaMemcpy(dqb, qb.data(), qb.size() * 4, cudaMemcpyHostToDevice));
-    att_shape a = {ns, N, H, G, D, ld, dseq, dqb, qb.size() / 2, std::max(last, mid)};
+    att_shape a = {ns, N, H, G, D, ld, dseq, dqb, qb.size() / 2, maxL};
     bbuf qkv(N * ld), out(N * H * D), dout(N * H * D), dqkv(N * ld);
     fbuf lse(H * N), delta(H * N);
     out.poison();
@@ -303,12 +303,24 @@ static void test_attention(size_t D, size_t last, size_t G) {
         for (size_t t = 0; t < N; t++) for (size_t c = 0; c < (H + 2 * G) * D; c++) g2.push_back(got[t * ld + c]);
         snprintf(name, sizeof name, "attention backward (short, shared memory), H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
         check(name, g2, r2, 2e-2);
+        // no atomics: a second run gives the same bits
+        dqkv.poison();
+        att_short_bwd(dqkv.d, dout.d, out.d, lse.d, qkv.d, &a, scr, 0);
+        std::vector<float> again = dqkv.get();
+        snprintf(name, sizeof name, "attention backward (short) bit-reproducible, H/G=%zu, L<=%zu, D=%zu", H / G, last, D);
+        check(name, {memcmp(again.data(), got.data(), got.size() * sizeof(float)) ? 1.0f : 0.0f}, {0.0}, 0.0);
         if (scr) cudaFree(scr);
     } else if (last <= 128) {
         snprintf(name, sizeof name, "short attention takes L<=%zu, D=%zu", last, D);
         check(name, {1.0f}, {0.0}, 0.0);   // must qualify: fail loudly
     }
     cudaFree(dseq); cudaFree(dqb);
+}
+
+// Three sequences of 5, 70 (17 when last < 70) and `last` tokens (130 crosses the
+// 64-token blocks and exceeds the short kernels' 128).
+static void test_attention(size_t D, size_t last, size_t G) {
+    test_attention_lens(D, G, {5, last >= 70 ? (size_t)70 : (size_t)17, last});
 }
 
 // F = 150: the bf16-pair kernels; F = 152: the 16-byte ones.
@@ -621,6 +633,11 @@ int main() {
     test_attention(128, 128, 2);   // short kernels at their limit, GQA
     test_attention(128, 128, 4);   // short kernels, one kv head per query head (Qwen1.5-7B)
     test_attention(128, 100, 4);
+    // the register-tile short kernels: lengths 1, 16k+1, 64 | 65 (their 64-row
+    // chunks), 128 in one batch; MHA, GQA 2 and 4; D = 64 too
+    test_attention_lens(128, 4, {1, 17, 128, 64, 33, 65, 2, 100});
+    test_attention_lens(128, 1, {128, 1, 80, 16});
+    test_attention_lens(64, 2, {1, 17, 128, 64, 65});
     test_lora(0.0f);
     test_lora(0.3f);
     test_lora_group(3, 8, 0.0f);
