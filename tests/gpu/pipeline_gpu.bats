@@ -67,3 +67,22 @@ make_plan() {  # out replicas bounds model
     "$BIN/train" --device cpu --threads 2 "${a[@]}" --out "$T/cpu"
     "$DIFF" "$T/gpu/adapter_model.safetensors" "$T/cpu/adapter_model.safetensors" --atol 1e-2 --rtol 5e-2
 }
+
+@test "gpu pipeline: stages with host offload (each stage streams its own layers) give the one-process adapter bit for bit" {
+    a=(--device cuda --model "$M4" --data "$T/u.pack" --lora-dropout 0.1 --seed 3 --quiet)
+    "$BIN/train" "${a[@]}" --out "$T/one"
+    # a one-layer stage (one slot), stages starting on odd layers (slot parity), three stages
+    for b in "0,1,4" "0,3,4" "0,1,3,4"; do
+        make_plan "$T/p.json" 1 "$b" "$M4"
+        run "$BIN/train" "${a[@]}" --out "$T/st" --plan "$T/p.json" --offload
+        [ "$status" -eq 0 ] || { echo "$output"; false; }
+        cmp "$T/st/adapter_model.safetensors" "$T/one/adapter_model.safetensors"
+        rm -rf "$T/st"
+    done
+    # the plan may say so itself
+    make_plan "$T/p.json" 1 "0,2,4" "$M4"
+    jq '.host_offload = true | .recompute = true' "$T/p.json" > "$T/po.json"
+    run "$BIN/train" "${a[@]}" --out "$T/st" --plan "$T/po.json"
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    cmp "$T/st/adapter_model.safetensors" "$T/one/adapter_model.safetensors"
+}

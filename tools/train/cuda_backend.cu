@@ -114,7 +114,7 @@ struct cuda_ctx {
     // block per layer, laid out as a device slot), streamed on copy_stream
     // into slot i % 2 while the other slot's layer computes.
     int offload;
-    uint8_t *host_layers; size_t layer_bytes;
+    uint8_t *host_layers; size_t layer_bytes;   // this rank's layers [l0, l1), layer i at (i - l0) x layer_bytes
     uint8_t *slot_base[2]; long slot_layer[2];
     cudaStream_t copy_stream;
     cudaEvent_t slot_ready[2], slot_free[2];
@@ -506,11 +506,11 @@ static layer_acts *acts_of(cuda_ctx *c, size_t i) {
 
 // ---- host offload: layer i lives in slot i % 2 while it computes -------------
 static void layer_load(cuda_ctx *c, long i) {   // issue layer i's copy unless its slot holds it
-    if (i < 0 || (size_t)i >= c->d.layers) return;
+    if (i < (long)c->l0 || (size_t)i >= c->l1) return;   // not this stage's layer
     int s = (int)(i & 1);
     if (c->slot_layer[s] == i) return;
     CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->slot_free[s], 0));   // the slot's last user is done
-    CUDA_CHECK(cudaMemcpyAsync(c->slot_base[s], c->host_layers + (size_t)i * c->layer_bytes, c->layer_bytes,
+    CUDA_CHECK(cudaMemcpyAsync(c->slot_base[s], c->host_layers + ((size_t)i - c->l0) * c->layer_bytes, c->layer_bytes,
                                cudaMemcpyHostToDevice, c->copy_stream));
     CUDA_CHECK(cudaEventRecord(c->slot_ready[s], c->copy_stream));
     c->slot_layer[s] = i;
@@ -856,8 +856,8 @@ static void cu_report(backend *b) {
     char off[96] = "";
     if (c->offload) {
         char hb[32];
-        snprintf(off, sizeof off, ", 2 layer slots; %zu layers in pinned host memory: %s", c->d.layers,
-                 fmt_bytes((double)(c->d.layers * c->layer_bytes), hb, sizeof hb));
+        snprintf(off, sizeof off, ", 2 layer slots; %zu layers in pinned host memory: %s", c->l1 - c->l0,
+                 fmt_bytes((double)((c->l1 - c->l0) * c->layer_bytes), hb, sizeof hb));
     }
     char who[64] = "";
     if (c->l0 > 0 || c->l1 < c->d.layers) snprintf(who, sizeof who, "rank %d (layers %zu-%zu) ", c->rank, c->l0, c->l1 - 1);
@@ -1031,7 +1031,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     // Device layer blocks: one per layer, or with offload two slots whose
     // layout the host blocks copy (same offsets, layer_bytes apart).
     size_t SL = c->l1 - c->l0;
-    size_t nblocks = c->offload ? std::min<size_t>(2, L) : SL;
+    size_t nblocks = c->offload ? std::min<size_t>(2, SL) : SL;
     for (size_t i = c->l0; i < c->l0 + nblocks; i++) {
         layer_w *w = &c->lw[i];
         w->w_qkv = c->weights.take<bfh>(c->dqkv * C);
@@ -1044,11 +1044,16 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     }
     if (c->offload) {
         c->layer_bytes = c->plan.layer_bytes;
-        for (int s2 = 0; s2 < 2; s2++) { c->slot_base[s2] = (uint8_t *)c->lw[s2 % nblocks].w_qkv; c->slot_layer[s2] = -1; }
-        if (nblocks == 2 && c->slot_base[1] - c->slot_base[0] != (ptrdiff_t)c->layer_bytes)
+        // Layer i computes in slot i % 2: the block made for l0 (or l0 + 1) of the same parity.
+        for (int s2 = 0; s2 < 2; s2++) {
+            c->slot_base[s2] = (uint8_t *)c->lw[c->l0 + (((size_t)s2 ^ c->l0) & 1) % nblocks].w_qkv;
+            c->slot_layer[s2] = -1;
+        }
+        ptrdiff_t gap = c->slot_base[1] - c->slot_base[0];
+        if (nblocks == 2 && gap != (ptrdiff_t)c->layer_bytes && gap != -(ptrdiff_t)c->layer_bytes)
             die_at(__FILE__, __LINE__, "layer slots are not %zu bytes apart", c->layer_bytes);
-        for (size_t i = nblocks; i < L; i++) c->lw[i] = c->lw[i & 1];
-        CUDA_CHECK(cudaHostAlloc((void **)&c->host_layers, L * c->layer_bytes, cudaHostAllocDefault));
+        for (size_t i = c->l0 + nblocks; i < c->l1; i++) c->lw[i] = c->lw[c->l0 + ((i - c->l0) & 1)];
+        CUDA_CHECK(cudaHostAlloc((void **)&c->host_layers, SL * c->layer_bytes, cudaHostAllocDefault));
         CUDA_CHECK(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
         for (int s2 = 0; s2 < 2; s2++) {
             CUDA_CHECK(cudaEventCreateWithFlags(&c->slot_ready[s2], cudaEventDisableTiming));
@@ -1062,7 +1067,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
         auto put = [&](bfh *dst, const st_tensor *t) {
             if (!c->offload) { up.put(dst, t); return; }
             size_t off = (size_t)((uint8_t *)dst - c->slot_base[i & 1]);
-            uploader::to_host((uint16_t *)(c->host_layers + i * c->layer_bytes + off), t);
+            uploader::to_host((uint16_t *)(c->host_layers + (i - c->l0) * c->layer_bytes + off), t);
         };
         put(w->w_qkv, T("self_attn.q_proj.weight"));
         put(w->w_qkv + c->qd * C, T("self_attn.k_proj.weight"));

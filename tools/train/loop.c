@@ -109,8 +109,6 @@ int train_run(const train_opts *o) {
             for (size_t s = 0; s <= pl.stages; s++)
                 used += (size_t)snprintf(ow.stage_bounds + used, sizeof ow.stage_bounds - used, "%s%zu", s ? "," : "",
                                          pl.bounds[s]);
-            if (o->offload) die("%s: host offload with pipeline stages is not supported; use one or the other",
-                                o->plan_path);
         }
         // Our own launcher starts rank i wherever the plan puts it (two stages may
         // share a GPU); under torchrun or Slurm LOCAL_RANK names the GPU.
