@@ -4,7 +4,7 @@
 // Qwen1.5-7B (H = G = 32) and Qwen2-7B (H = 28 query heads over G = 4 kv heads).
 // Also says whether two backward runs give the same bits (no atomics anywhere).
 //   make build/bench/attn_bench && build/bench/attn_bench [iters]
-#include "../kernels/common.cuh"
+#include "bench_util.cuh"
 #include "../kernels/kernels.h"
 
 #include <stdio.h>
@@ -56,12 +56,8 @@ static void bench_shape(const char *label, size_t H, size_t G, size_t D, size_t 
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0)); CUDA_CHECK(cudaEventCreate(&e1));
 #define TIME(name, CALL) do {                                                              \
-        for (int w = 0; w < 5; w++) { CALL; }                                               \
-        CUDA_CHECK(cudaEventRecord(e0));                                                    \
-        for (size_t it = 0; it < iters; it++) { CALL; }                                     \
-        CUDA_CHECK(cudaEventRecord(e1)); CUDA_CHECK(cudaEventSynchronize(e1));              \
-        float ms; CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));                            \
-        printf("%-12s %-9s %8.2f us\n", label, name, 1e3 * ms / iters);                     \
+        double us; BENCH_US(us, iters, e0, e1, CALL);                                       \
+        printf("%-12s %-9s %8.2f us\n", label, name, us);                                   \
     } while (0)
     printf("%s: H=%zu G=%zu D=%zu, %zu sequences, N=%zu tokens, longest %zu\n", label, H, G, D, ns, N, maxL);
     TIME("forward", att_short_fwd(out, lse, qkv, &a, 0));

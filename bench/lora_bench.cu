@@ -3,7 +3,7 @@
 // dropout 0.1): q/k/v as a group of three sharing an input, o alone, and the
 // B sides batched. Used to compare LoRA kernel variants in one device call.
 //   make build/bench/lora_bench && build/bench/lora_bench [N] [iters]
-#include "../kernels/common.cuh"
+#include "bench_util.cuh"
 #include "../kernels/kernels.h"
 
 #include <stdio.h>
@@ -47,12 +47,7 @@ int main(int argc, char **argv) {
     CUDA_CHECK(cudaEventCreate(&e0)); CUDA_CHECK(cudaEventCreate(&e1));
     double total = 0;
 #define TIME(name, CALL) do {                                                              \
-        for (int w = 0; w < 5; w++) { CALL; }                                               \
-        CUDA_CHECK(cudaEventRecord(e0));                                                    \
-        for (size_t it = 0; it < iters; it++) { CALL; }                                     \
-        CUDA_CHECK(cudaEventRecord(e1)); CUDA_CHECK(cudaEventSynchronize(e1));              \
-        float ms; CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));                            \
-        double us = 1e3 * ms / iters; total += us;                                         \
+        double us; BENCH_US(us, iters, e0, e1, CALL); total += us;                          \
         printf("%-34s %8.2f us\n", name, us);                                               \
     } while (0)
     printf("N=%zu C=%zu r=%zu p=%.1f, %zu iterations each (back to back, launch gaps included)\n", N, C, r, p, iters);
