@@ -225,6 +225,7 @@ static void lora_bwd_gemm(cuda_ctx *c, bfh *dx, const bfh *dy, size_t lddy, cons
     const bfh *xin = x;
     if (drop.p > 0.0f) { dropout(c, c->drop, x, N * I, drop, layer, m); xin = c->drop; }
     gemm_linear_dw(c->gemm, grad_a(c, layer, m), c->dt, r, xin, I, N, r, I, 1.0f, 1.0f);        // dA += dt^T x
+    if (!dx) return;   // no input gradient wanted (layer 0)
     if (drop.p > 0.0f) {   // the mask applies to the input gradient as well
         gemm_linear_dx(c->gemm, c->drop, I, c->dt, r, lora_a(c, layer, m), I, N, r, I, 1.0f, 0.0f);
         dropout(c, c->drop, c->drop, N * I, drop, layer, m);
@@ -276,8 +277,8 @@ static void lora_fwd(cuda_ctx *c, const lora_site *st, bfh *y, size_t ldy, layer
 }
 
 // Backward of lora_fwd: dy's columns col_j (ld lddy) in, dA and dB accumulated,
-// the site's input gradient added into dx (N, I). Fused, dA takes one pass over
-// x for the site and dx one read-modify-write.
+// the site's input gradient added into dx (N, I) unless dx is null. Fused, dA
+// takes one pass over x for the site and dx one read-modify-write.
 static void lora_bwd(cuda_ctx *c, const lora_site *st, bfh *dx, const bfh *dy, size_t lddy, layer_acts *a,
                      const bfh *x, size_t I, size_t layer, dropout_cfg drop) {
     if (!c->lora_fused) {
@@ -299,7 +300,7 @@ static void lora_bwd(cuda_ctx *c, const lora_site *st, bfh *dx, const bfh *dy, s
     mark(c, "bwd lora dA");
     k_lora_da_group(&ga, c->da_part, x, N, I, r, drop.p, c->stream);   // dA_j += dt_j^T dropout_j(x)
     mark(c, "bwd lora dx");
-    k_lora_dx_group(dx, &ga, N, I, r, drop.p, c->stream);              // dx += sum_j dropout_j'(dt_j A_j)
+    if (dx) k_lora_dx_group(dx, &ga, N, I, r, drop.p, c->stream);      // dx += sum_j dropout_j'(dt_j A_j)
 }
 
 // Layer i's input (i = L: the final norm's), N tokens of row stride hidden.
@@ -416,10 +417,16 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     else k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
     mark(c, "bwd rope");
     k_rope(c->dqkv_buf, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
-    mark(c, "bwd gemm");
-    base_gemm(c, BWD_QKV, w, a, nullptr, nullptr, N);
+    // Layer 0's input gradient would only reach the frozen embedding: its q/k/v
+    // LoRA gradients are all that is left to compute.
+    bool dx_in = li > 0;
+    if (dx_in) {
+        mark(c, "bwd gemm");
+        base_gemm(c, BWD_QKV, w, a, nullptr, nullptr, N);
+    }
     mark(c, "bwd lora");
-    lora_bwd(c, &c->site[SITE_QKV], c->dln, c->dqkv_buf, c->dqkv, a, a->ln1, C, li, drop);
+    lora_bwd(c, &c->site[SITE_QKV], dx_in ? c->dln : nullptr, c->dqkv_buf, c->dqkv, a, a->ln1, C, li, drop);
+    if (!dx_in) return;
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
 }
