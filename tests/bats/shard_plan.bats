@@ -135,7 +135,35 @@ setup() {
     # two stages that cannot fit 3 GiB cards are refused with what the worst stage needs
     run "$BIN/shard-plan" --model "$q" --gpus 2x3GiB --tokens 2048 --max-len 128 --stages 2
     [ "$status" -eq 1 ]
-    [[ "$output" == *"does not fit in 2 pipeline stages: the worst stage needs"* ]]
+    [[ "$output" == *"does not fit in 2 pipeline stages: the worst stage needs 3.19 GiB per GPU (with recompute and host offload"* ]]
+}
+
+@test "shard-plan: where neither one GPU with host offload nor a plain cut fits, the stages stream their own layers" {
+    q7_config
+    local q="$BATS_TEST_TMPDIR/q7" cap=$((4 * 1073741824))
+    # one card with host offload needs 4.05 GiB (4.02 GiB seen on an H200); two 4 GiB cards take it in two
+    # stages that each stream only their own layers
+    "$BIN/shard-plan" --model "$q" --gpus 2x4GiB --tokens 2048 --max-len 128 --accum 4 -o "$BATS_TEST_TMPDIR/so.json" 2> "$BATS_TEST_TMPDIR/why"
+    jq -e --argjson cap $cap "$STAGED"' and .replicas == 1 and .stages_per_replica == 2 and .host_offload == true
+        and .recompute == true and .host_memory_bytes > 6 * 1073741824 and .host_memory_bytes < 8 * 1073741824' \
+        "$BATS_TEST_TMPDIR/so.json"
+    grep -q "one replica does not fit one GPU even with host offload; recompute, each stage's layers streamed from host memory" \
+        "$BATS_TEST_TMPDIR/why"
+    run "$BIN/shard-plan" --check "$BATS_TEST_TMPDIR/so.json"
+    [ "$status" -eq 0 ]
+    jq -e '.stages == 2 and .host_offload == true' <<< "$output"
+    # four cards: more stages or more replicas of them, faster than two
+    "$BIN/shard-plan" --model "$q" --gpus 4x4GiB --tokens 2048 --max-len 128 --accum 4 -o "$BATS_TEST_TMPDIR/so4.json" 2>/dev/null
+    jq -e --argjson cap $cap --argjson two "$(jq .predicted_tokens_per_s "$BATS_TEST_TMPDIR/so.json")" "$STAGED"'
+        and .host_offload == true and .stages_per_replica >= 2 and .replicas * .stages_per_replica <= 4
+        and .predicted_tokens_per_s > $two' "$BATS_TEST_TMPDIR/so4.json"
+    # where one card with host offload fits, the plan stays whole-model replicas
+    "$BIN/shard-plan" --model "$q" --gpus 2x5GiB --tokens 2048 --max-len 128 --accum 4 -o "$BATS_TEST_TMPDIR/w.json" 2>/dev/null
+    jq -e '.stages_per_replica == 1 and .replicas == 2 and .host_offload == true' "$BATS_TEST_TMPDIR/w.json"
+    # and the refusal below that names the combination
+    run "$BIN/shard-plan" --model "$q" --gpus 2x3GiB --tokens 2048 --max-len 128
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"smallest memory that works is 3.19 GiB per GPU in 2 pipeline stages with recompute and host offload"* ]]
 }
 
 @test "train --plan and shard-plan --check: a broken placement is refused in one line naming the file and entry" {

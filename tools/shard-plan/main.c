@@ -53,7 +53,8 @@ static void usage(FILE *f) {
 "  --replicas N             force N data-parallel replicas\n"
 "  --stages N               force N pipeline stages per replica (default: 1 where one\n"
 "                           replica fits one GPU, otherwise the fastest count that fits,\n"
-"                           or host offload where that is faster)\n"
+"                           or host offload where that is faster; stages that stream\n"
+"                           their own layers from host memory where nothing else fits)\n"
 "  --check FILE             load and check a placement file as train --plan does; print\n"
 "                           a one-line JSON summary (replicas, stages, bounds, GPU per rank)\n"
 "  -o, --output FILE        write the plan here (atomically)\n"
@@ -136,17 +137,21 @@ static json_t *mem_json(const mem_plan *m, unsigned long long context) {
 
 typedef struct {
     size_t L;
-    int lean;
+    int lean, offload;                            // offload: each stage streams its layers from host memory
+    double link_unit;                             // with offload: the host link's units per layer and micro-batch
     double unit_first, unit_last, head;           // forward-units per layer, the head's units
     double sec_per_unit_token;                    // seconds per forward-unit of one layer per token
     mem_plan *m[4];                               // [role][n layers]: role 0 middle, 1 first, 2 last, 3 both
 } stage_model;
 
-static void stage_model_init(stage_model *sm, const model_dims *d, const mem_plan_in *base, int lean) {
+// kind: 0 fast, 1 lean (recompute), 2 lean with each stage's layers streamed from host memory.
+static void stage_model_init(stage_model *sm, const model_dims *d, const mem_plan_in *base, int kind) {
     memset(sm, 0, sizeof *sm);
     size_t L = d->layers;
+    int lean = kind > 0;
     sm->L = L;
     sm->lean = lean;
+    sm->offload = kind == 2;
     sm->unit_first = lean ? 5 : 4;
     sm->unit_last = lean ? 4 : 3;
     double params = plan_parameter_count(d), C = (double)d->hidden, V = (double)d->vocab;
@@ -156,7 +161,7 @@ static void stage_model_init(stage_model *sm, const model_dims *d, const mem_pla
     sm->sec_per_unit_token = t_token / (sm->unit_last * (double)L + sm->head);
     mem_plan_in in = *base;
     in.recompute = lean;
-    in.offload = 0;
+    in.offload = sm->offload;
     for (int role = 0; role < 4; role++) {
         sm->m[role] = xcalloc(L + 1, sizeof(mem_plan));
         for (size_t n = 1; n <= L; n++) {
@@ -168,6 +173,11 @@ static void stage_model_init(stage_model *sm, const model_dims *d, const mem_pla
             mem_plan_compute(&sm->m[role][n], &in);
         }
     }
+    // Offload: every layer crosses the host link twice per micro-batch (forward,
+    // then recompute + backward), each stage over its own GPU's link.
+    if (sm->offload && sm->m[3][L].layer_bytes)
+        sm->link_unit = 2.0 * (double)sm->m[3][L].layer_bytes / PLAN_HOST_LINK_BPS /
+                        ((double)base->max_tokens * sm->sec_per_unit_token);
 }
 
 static void stage_model_free(stage_model *sm) {
@@ -177,7 +187,9 @@ static void stage_model_free(stage_model *sm) {
 static int stage_role(size_t s, size_t S) { return (s == 0) | (s + 1 == S ? 2 : 0); }
 
 static double stage_units(const stage_model *sm, int role, size_t n) {
-    return (role & 2) ? (double)n * sm->unit_last + sm->head : (double)n * sm->unit_first;
+    double u = (role & 2) ? (double)n * sm->unit_last + sm->head : (double)n * sm->unit_first;
+    double link = (double)n * sm->link_unit;   // 0 without offload
+    return link > u ? link : u;
 }
 
 // Cut L layers into S stages: the least worst-stage work (by_memory: the least
@@ -394,8 +406,8 @@ int main(int argc, char **argv) {
 
     // Where one replica does not fit one GPU (or --stages asks), pipeline stages over
     // several GPUs: every stage count, fast and lean, the best cut of each.
-    stage_model sms[2];
-    int sm_ready[2] = {0, 0};
+    stage_model sms[3];   // fast, lean, lean with host offload
+    int sm_ready[3] = {0, 0, 0};
     pipe_plan best = {0};
     size_t *cut = xcalloc(d.layers + 1, sizeof *cut);
     best.bounds = xcalloc(d.layers + 1, sizeof *best.bounds);
@@ -403,8 +415,11 @@ int main(int argc, char **argv) {
     size_t s_lo = force_stages > 1 ? force_stages : 2, s_hi = force_stages > 1 ? force_stages : ng;
     if (s_hi > d.layers) s_hi = d.layers;
     if (force_stages <= 1 && s_hi > PIPE_MAX_AUTO_STAGES) s_hi = PIPE_MAX_AUTO_STAGES;
-    for (int lm = 0; try_pipe && lm < 2; lm++) {
+    // Stages that stream their own layers from host memory come last: only where no
+    // plain cut fits and one GPU with host offload does not either (or --stages asks).
+    for (int lm = 0; try_pipe && lm < 3; lm++) {
         if ((lm && rec_off) || (!lm && rec_on)) continue;
+        if (lm == 2 && (best.S > 1 || (force_stages <= 1 && offl.total + ctx <= avail))) continue;
         stage_model_init(&sms[lm], &d, &in, lm);
         sm_ready[lm] = 1;
         for (size_t S = s_lo; S <= s_hi; S++) {
@@ -432,7 +447,7 @@ int main(int argc, char **argv) {
     char b1[32], b2[32], b3[32];
     if (force_stages > 1 && !use_pipe) {
         // The least memory any cut into that many stages needs.
-        stage_model *sm = &sms[rec_off ? 0 : 1];
+        stage_model *sm = &sms[rec_off ? 0 : sm_ready[2] ? 2 : 1];
         double need = cut_stages(sm, force_stages, 1, ~0ULL, ctx, cut);
         int reps_ok = pipe_replicas(ng, force_stages, accum, force_replicas) > 0;
         if (!reps_ok)
@@ -440,24 +455,30 @@ int main(int argc, char **argv) {
                 force_replicas, accum);
         die("%s does not fit in %zu pipeline stages: the worst stage needs %s per GPU (%s, %zu-token micro-batches) "
             "and the GPUs offer %s", cfg_path, force_stages, fmt_bytes(need, b1, sizeof b1),
-            rec_off ? "without recompute" : "with recompute", tokens, fmt_bytes((double)avail, b2, sizeof b2));
+            rec_off ? "without recompute" : sm->offload ? "with recompute and host offload" : "with recompute", tokens,
+            fmt_bytes((double)avail, b2, sizeof b2));
     }
     if (!whole_fits && !use_pipe && !(use_offload && offl.total + ctx <= avail)) {
         // Nothing fits: the least memory that would work, stages included.
         unsigned long long need = (rec_off ? fast.total : offl.total) + ctx;
         const char *how = rec_off ? "" : " with host offload";
         size_t need_s = 0;
+        int need_off = 0;
         if (ng >= 2 && !force_stages) {
-            stage_model *sm = &sms[rec_off ? 0 : 1];
-            if (!sm_ready[rec_off ? 0 : 1]) { stage_model_init(sm, &d, &in, !rec_off); sm_ready[rec_off ? 0 : 1] = 1; }
-            for (size_t S = 2; S <= ng && S <= d.layers && S <= PIPE_MAX_AUTO_STAGES; S++) {
-                if (!pipe_replicas(ng, S, accum, force_replicas)) continue;
-                double b = cut_stages(sm, S, 1, ~0ULL, ctx, cut);
-                if (b < (double)need) { need = (unsigned long long)b; need_s = S; }
+            // without recompute: fast stages; otherwise lean stages, and lean stages with host offload
+            for (int k = rec_off ? 0 : 1; k <= (rec_off ? 0 : 2); k++) {
+                stage_model *sm = &sms[k];
+                if (!sm_ready[k]) { stage_model_init(sm, &d, &in, k); sm_ready[k] = 1; }
+                for (size_t S = 2; S <= ng && S <= d.layers && S <= PIPE_MAX_AUTO_STAGES; S++) {
+                    if (!pipe_replicas(ng, S, accum, force_replicas)) continue;
+                    double b = cut_stages(sm, S, 1, ~0ULL, ctx, cut);
+                    if (b < (double)need) { need = (unsigned long long)b; need_s = S; need_off = k == 2; }
+                }
             }
         }
         char howbuf[96];
-        if (need_s) snprintf(howbuf, sizeof howbuf, " in %zu pipeline stages%s", need_s, rec_off ? "" : " with recompute");
+        if (need_s) snprintf(howbuf, sizeof howbuf, " in %zu pipeline stages%s", need_s,
+                             rec_off ? "" : need_off ? " with recompute and host offload" : " with recompute");
         die("%s does not fit: one replica needs %s per GPU (%s, %zu-token micro-batches) and the GPUs offer %s; "
             "the smallest memory that works is %s per GPU%s%s",
             cfg_path, fmt_bytes((double)(m->total + ctx), b1, sizeof b1),
@@ -477,8 +498,8 @@ int main(int argc, char **argv) {
     if (use_pipe) {
         stages = best.S;
         replicas = best.replicas;
-        use_lean = best.lean;
-        use_offload = 0;
+        use_lean = best.lean > 0;
+        use_offload = best.sm->offload;
         tps = best.tps;
         memcpy(bounds, best.bounds, (stages + 1) * sizeof *bounds);
         sm_mem = xcalloc(stages, sizeof *sm_mem);
@@ -498,9 +519,11 @@ int main(int argc, char **argv) {
         char why[160];
         if (force_stages > 1) snprintf(why, sizeof why, "--stages %zu", stages);
         else if (off_tps > 0) snprintf(why, sizeof why, "one replica does not fit one GPU; faster than host offload (%.0f tokens/s)", off_tps);
-        else snprintf(why, sizeof why, "one replica does not fit one GPU%s", rec_off ? "" : " even with recompute");
+        else snprintf(why, sizeof why, "one replica does not fit one GPU%s",
+                      rec_off ? "" : use_offload ? " even with host offload" : " even with recompute");
         const char *mode = "no recompute";
-        if (use_lean && rec_on) mode = "recompute (--recompute on)";
+        if (use_offload) mode = "recompute, each stage's layers streamed from host memory (no cut fits without)";
+        else if (use_lean && rec_on) mode = "recompute (--recompute on)";
         else if (use_lean && sm_ready[0] && cut_stages(&sms[0], stages, 0, avail, ctx, cut) < INFINITY)
             mode = "recompute (faster: without it the stages need more GPUs per replica)";
         else if (use_lean) mode = "recompute (without it the stages do not fit)";
@@ -588,7 +611,13 @@ int main(int argc, char **argv) {
                                                 mem_json(sm_mem ? &sm_mem[st] : m, ctx)));
     json_object_set_new(root, "placement", pl);
     json_object_set_new(root, "memory_per_gpu", mem_json(worst, ctx));
-    if (use_offload) json_object_set_new(root, "host_memory_bytes", json_integer((json_int_t)(m->host_layers + m->embed_host)));
+    if (use_offload) {   // per GPU process: the largest of the stages' host blocks
+        size_t hb = m->host_layers + m->embed_host;
+        for (size_t st = 0; sm_mem && st < stages; st++)
+            if (st == 0 || sm_mem[st].host_layers + sm_mem[st].embed_host > hb)
+                hb = sm_mem[st].host_layers + sm_mem[st].embed_host;
+        json_object_set_new(root, "host_memory_bytes", json_integer((json_int_t)hb));
+    }
     json_object_set_new(root, "predicted_tokens_per_s", json_real(round(tps)));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     aout o;
@@ -599,7 +628,7 @@ int main(int argc, char **argv) {
     free(text);
     json_decref(root);
     hf_config_free(&cfg);
-    for (int lm = 0; lm < 2; lm++) if (sm_ready[lm]) stage_model_free(&sms[lm]);
+    for (int lm = 0; lm < 3; lm++) if (sm_ready[lm]) stage_model_free(&sms[lm]);
     free(sm_mem);
     free(bounds);
     free(best.bounds);
