@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(256) lora_in_kernel(lgk p, size_t ldx, size_t 
 // The same product with 16-byte loads: a thread owns 8 consecutive columns of
 // a 1024-column stripe (128 threads), so each load instruction moves four
 // times what a bf16x2 load did and fewer iterations wait on memory. Needs
-// I, ldx and every pointer 16-byte aligned (lora_in_v8_ok); A's rows, or B's
+// I, ldx and every pointer 16-byte aligned (lora_v8_ok); A's rows, or B's
 // 8 rows of a column block, come in as 16-byte vectors too.
 
 template <int R, int G, bool BT>
@@ -199,8 +199,9 @@ __global__ void __launch_bounds__(128) lora_in_v8_kernel(lgk p, size_t ldx, size
     in_store<R, G, ROWS, 4>(acc, red, p, z, n0, nr, out_scale);
 }
 
-// Whether every operand of an input-side launch suits lora_in_v8_kernel.
-static bool lora_in_v8_ok(const lgk &p, int nmod, int nz, size_t ldx) {
+// Whether every operand of a launch suits 16-byte access (lora_in_v8_kernel, the
+// tensor-core kernels): rows, their stride and the first nmod weights.
+static bool lora_v8_ok(const lgk &p, int nmod, int nz, size_t ldx) {
     if (ldx % 8) return false;
     for (int z = 0; z < nz; z++)
         if (p.cols[z] % 8 || !aligned16(p.x[z])) return false;
@@ -332,13 +333,7 @@ __global__ void lora_dx_kernel(size_t ldd, lgk p, size_t N, float pd, float scal
     case 8: CALL(8); break; case 16: CALL(16); break;                                   \
     default: die_at(__FILE__, __LINE__, "fused LoRA kernels: rank %zu not compiled", r); \
     }
-#define GROUP_SWITCH(G, r, CALL)                                                         \
-    switch (G) {                                                                         \
-    case 1: { const int GG = 1; RANK_SWITCH(r, CALL); } break;                           \
-    case 2: { const int GG = 2; RANK_SWITCH(r, CALL); } break;                           \
-    case 3: { const int GG = 3; RANK_SWITCH(r, CALL); } break;                           \
-    default: die_at(__FILE__, __LINE__, "fused LoRA kernels: a group of %d modules", G); \
-    }
+#define GROUP_SWITCH(G, r, CALL) LORA_GROUP_CASES(G, RANK_SWITCH(r, CALL))
 
 extern "C" int lora_fused_rank_ok(size_t r) { return r == 1 || r == 2 || r == 4 || r == 8 || r == 16; }
 
@@ -353,28 +348,23 @@ static lgk to_lgk(const lora_group *gr) {
     return p;
 }
 
-static size_t max_cols(const lgk *p, int nz) {
-    size_t m = 0;
-    for (int z = 0; z < nz; z++) m = p->cols[z] > m ? p->cols[z] : m;
-    return m;
+// Whether rank r goes to the tensor-core kernels (lora_tc.cu) where the rows
+// suit them. LORAPIPE_LORA_KERNELS=cuda keeps the CUDA-core kernels (A/B runs,
+// and the GPU tests check both).
+static bool use_tc(size_t r) {
+    static int cuda_cores = -1;
+    if (cuda_cores < 0) { const char *e = getenv("LORAPIPE_LORA_KERNELS"); cuda_cores = e && !strcmp(e, "cuda"); }
+    return lora_tc_ok(r) && !cuda_cores;
 }
 
 // Shared input (bt = 0): one z, the group's G modules inside. Batched B side
 // (bt = 1): G = 1 per slice, nz slices.
-// LORAPIPE_LORA_KERNELS=cuda keeps the CUDA-core kernels for ranks the
-// tensor-core ones serve (A/B runs, and the GPU tests check both).
-static bool lora_cuda_cores() {
-    static int v = -1;
-    if (v < 0) { const char *e = getenv("LORAPIPE_LORA_KERNELS"); v = e && !strcmp(e, "cuda"); }
-    return v;
-}
-
 static void launch_in(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N, size_t r, float pd, float out_scale,
                       cudaStream_t s) {
     if (!N) return;
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
-    bool v8 = lora_in_v8_ok(p, bt ? nz : G, nz, ldx);
-    if (v8 && lora_tc_ok(r) && !lora_cuda_cores()) {
+    bool v8 = lora_v8_ok(p, bt ? nz : G, nz, ldx);
+    if (v8 && use_tc(r)) {
         lora_in_tc(p, G, nz, ldx, bt, N, r, keep_thr(pd), out_scale * scale, s);
         return;
     }
@@ -394,7 +384,7 @@ static void launch_dx(const lgk &p, int G, int nz, size_t ldd, int bt, size_t N,
                       cudaStream_t s) {
     if (!N) return;
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
-    if (lora_in_v8_ok(p, bt ? 0 : G, nz, ldd) && lora_tc_ok(r) && !lora_cuda_cores()) {
+    if (lora_v8_ok(p, bt ? 0 : G, nz, ldd) && use_tc(r)) {
         lora_dx_tc(p, G, nz, ldd, bt, N, r, keep_thr(pd), out_scale * scale, s);
         return;
     }
@@ -417,7 +407,7 @@ static void launch_da(const lgk &p, int G, int nz, float *part, size_t ldx, size
     float scale = pd > 0.0f ? 1.0f / (1.0f - pd) : 1.0f;
     size_t chunks = (N + DA_CHUNK - 1) / DA_CHUNK, cmax = max_cols(&p, nz), zstride = chunks * r * cmax;
     int mods = nz > 1 ? nz : G, GD = nz > 1 ? 1 : G;
-    if (lora_in_v8_ok(p, 0, nz, ldx) && aligned16(part) && lora_tc_ok(r) && !lora_cuda_cores()) {
+    if (lora_v8_ok(p, 0, nz, ldx) && aligned16(part) && use_tc(r)) {
         lora_da_tc(p, GD, nz, part, zstride, ldx, N, r, keep_thr(pd), scale, s);
     } else {
         dim3 grid(cdiv(cmax / 2, 128), (unsigned)chunks, nz);

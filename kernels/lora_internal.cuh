@@ -8,26 +8,31 @@
 
 #define DA_CHUNK MEM_DA_CHUNK   // rows per partial sum of the dA (and dB) products
 
-// Element i of x (flat) survives dropout p with the CPU reference's hash
-// (lib/cpu_model.c); the kept value is scaled by scale = 1 / (1 - p).
-__device__ __forceinline__ float keep(uint64_t k, size_t i, float p, float scale) {
-    uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ (uint32_t)k;
+// The CPU reference's dropout hash (lib/cpu_model.c) of element i of x (flat):
+// the element survives dropout p when u = (h >> 8) / 2^24 >= p.
+__device__ __forceinline__ uint32_t mask_hash(uint32_t k, size_t i) {
+    uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ k;
     h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
-    float u = (float)(h >> 8) * (1.0f / 16777216.0f);
+    return h;
+}
+// The draw as a factor: 0 when dropped, scale = 1 / (1 - p) when kept.
+__device__ __forceinline__ float keep(uint64_t k, size_t i, float p, float scale) {
+    float u = (float)(mask_hash((uint32_t)k, i) >> 8) * (1.0f / 16777216.0f);
     return u < p ? 0.0f : scale;
 }
 
 // The same draw as an integer test: u < p with u = (h >> 8) / 2^24 exactly is
 // (h >> 8) < ceil(p 2^24) = thr (keep_thr), so no float conversion is needed.
 static inline uint32_t keep_thr(float p) { return p > 0.0f ? (uint32_t)ceilf(p * 16777216.0f) : 0u; }
-__device__ __forceinline__ bool keep_bit(uint32_t k, size_t i, uint32_t thr) {
-    uint32_t h = ((uint32_t)i * 0x9e3779b1u) ^ k;
-    h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
-    return (h >> 8) >= thr;
-}
+__device__ __forceinline__ bool keep_bit(uint32_t k, size_t i, uint32_t thr) { return (mask_hash(k, i) >> 8) >= thr; }
 // The mask of a bf16 pair at flat elements i, i + 1 (low half first): kept halves all ones.
 __device__ __forceinline__ uint32_t keep_pair(uint32_t k, size_t i, uint32_t thr) {
     return (keep_bit(k, i, thr) ? 0x0000ffffu : 0u) | (keep_bit(k, i + 1, thr) ? 0xffff0000u : 0u);
+}
+// The masks of 8 bf16 at flat elements f .. f + 7, as one 16-byte vector.
+__device__ __forceinline__ uint4 keep_mask8(uint32_t k, size_t f, uint32_t thr) {
+    return make_uint4(keep_pair(k, f, thr), keep_pair(k, f + 2, thr), keep_pair(k, f + 4, thr),
+                      keep_pair(k, f + 6, thr));
 }
 
 // Up to LORA_GMAX modules that read the same input (q, k and v read the first
@@ -47,6 +52,21 @@ struct lgk {
     size_t cols[LORA_GMAX];       // its I (or O)
 };
 
+// The widest slice of a launch (its grid covers that many columns).
+static inline size_t max_cols(const lgk *p, int nz) {
+    size_t m = 0;
+    for (int z = 0; z < nz; z++) m = p->cols[z] > m ? p->cols[z] : m;
+    return m;
+}
+
+// BODY once per group size, with GG the size as a constant.
+#define LORA_GROUP_CASES(G, BODY)                                                       \
+    switch (G) {                                                                        \
+    case 1: { const int GG = 1; BODY; } break;                                          \
+    case 2: { const int GG = 2; BODY; } break;                                          \
+    case 3: { const int GG = 3; BODY; } break;                                          \
+    default: die_at(__FILE__, __LINE__, "LoRA kernels: a group of %d modules", G);      \
+    }
 
 // Tensor-core versions (lora_tc.cu) for ranks 8 and 16 on 16-byte aligned
 // rows; the launchers in lora.cu pick them. thr: keep_thr(p), 0 without dropout.

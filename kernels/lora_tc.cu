@@ -11,10 +11,11 @@
 // cleared in the x fragment (0 or x, exact in bf16) and the 1 / (1 - p)
 // scale is applied once to the fp32 sum.
 //
-// Both kernels are free to pick which column of x feeds which k slot of an
-// mma (a sum over k does not care), so each thread loads 8 consecutive bf16 of
-// a row as one 16-byte vector and the weight's matching 8 values the same
-// way; see the fragment layout at mma16816.
+// Each kernel is free to pick which column of x feeds which k (or n) slot of
+// an mma (a sum over k does not care; output columns go back where they
+// belong), so each thread loads 8 consecutive bf16 of a row as one 16-byte
+// vector and the weight's matching 8 values the same way; see the fragment
+// layout at mma16816.
 #include "lora_internal.cuh"
 
 // C (16, 8) += A (16, 16) B (16, 8); with g = lane / 4 and c = lane % 4 a thread
@@ -33,9 +34,8 @@ __device__ __forceinline__ uint32_t pack2(uint16_t lo, uint16_t hi) { return (ui
 
 // Clear the dropped elements of 8 bf16 at flat elements f .. f + 7.
 __device__ __forceinline__ uint4 mask8(uint4 v, uint32_t k, size_t f, uint32_t thr) {
-    v.x &= keep_pair(k, f, thr); v.y &= keep_pair(k, f + 2, thr);
-    v.z &= keep_pair(k, f + 4, thr); v.w &= keep_pair(k, f + 6, thr);
-    return v;
+    uint4 m = keep_mask8(k, f, thr);
+    return make_uint4(v.x & m.x, v.y & m.y, v.z & m.z, v.w & m.w);
 }
 
 // ---- in: t = out_scale * (mask_g x) W_g^T --------------------------------
@@ -263,13 +263,7 @@ lora_dx_tc_kernel(lgk p, size_t ldd, size_t N, uint32_t thr, float out_scale) {
         float v[8] = {};
         #pragma unroll
         for (int g = 0; g < G; g++) {
-            uint4 m = make_uint4(~0u, ~0u, ~0u, ~0u);
-            if (thr) {
-                const uint32_t k = (uint32_t)p.k[z + g];
-                const size_t f = n * I + ic;
-                m = make_uint4(keep_pair(k, f, thr), keep_pair(k, f + 2, thr), keep_pair(k, f + 4, thr),
-                               keep_pair(k, f + 6, thr));
-            }
+            const uint4 m = thr ? keep_mask8((uint32_t)p.k[z + g], n * I + ic, thr) : make_uint4(~0u, ~0u, ~0u, ~0u);
             const uint32_t mw[4] = {m.x, m.y, m.z, m.w};
             #pragma unroll
             for (int j = 0; j < 4; j++) {
@@ -293,13 +287,7 @@ bool lora_tc_ok(size_t r) { return r == 8 || r == 16; }
 
 #define TC_RANK(r, CALL)                                                                  \
     do { if (r == 8) { const int R = 8; CALL; } else { const int R = 16; CALL; } } while (0)
-#define TC_GROUP(G, CALL)                                                                 \
-    switch (G) {                                                                          \
-    case 1: { const int GG = 1; CALL; } break;                                            \
-    case 2: { const int GG = 2; CALL; } break;                                            \
-    case 3: { const int GG = 3; CALL; } break;                                            \
-    default: die_at(__FILE__, __LINE__, "tensor-core LoRA kernels: a group of %d modules", G); \
-    }
+#define TC_GROUP(G, CALL) LORA_GROUP_CASES(G, CALL)
 
 void lora_in_tc(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N, size_t r, uint32_t thr, float out_scale,
                 cudaStream_t s) {
@@ -312,8 +300,7 @@ void lora_in_tc(const lgk &p, int G, int nz, size_t ldx, int bt, size_t N, size_
 
 void lora_dx_tc(const lgk &p, int G, int nz, size_t ldd, int bt, size_t N, size_t r, uint32_t thr, float out_scale,
                 cudaStream_t s) {
-    size_t cmax = 0;
-    for (int z = 0; z < nz; z++) cmax = p.cols[z] > cmax ? p.cols[z] : cmax;
+    size_t cmax = max_cols(&p, nz);
     dim3 grid(cdiv(cmax, 32 * TC_DX_WARPS), cdiv(N, 16), nz);
     if (bt) TC_RANK(r, (lora_dx_tc_kernel<R, 1, true><<<grid, TC_DX_WARPS * 32, 0, s>>>(p, ldd, N, thr, out_scale)));
     else TC_GROUP(G, TC_RANK(r, (lora_dx_tc_kernel<R, GG, false><<<grid, TC_DX_WARPS * 32, 0, s>>>(p, ldd, N, thr,
@@ -323,8 +310,7 @@ void lora_dx_tc(const lgk &p, int G, int nz, size_t ldd, int bt, size_t N, size_
 
 void lora_da_tc(const lgk &p, int G, int nz, float *part, size_t zstride, size_t ldx, size_t N, size_t r, uint32_t thr,
                 float dscale, cudaStream_t s) {
-    size_t cmax = 0;
-    for (int z = 0; z < nz; z++) cmax = p.cols[z] > cmax ? p.cols[z] : cmax;
+    size_t cmax = max_cols(&p, nz);
     dim3 grid(cdiv(cmax, 64 * TC_DA_WARPS), cdiv(N, DA_CHUNK), nz);
     TC_GROUP(G, TC_RANK(r, (lora_da_tc_kernel<R, GG><<<grid, TC_DA_WARPS * 32, 0, s>>>(part, zstride, p, ldx, N, thr,
                                                                                         dscale))));

@@ -4,6 +4,13 @@
 #include "common.cuh"
 #include "kernels.h"
 
+// Element i and its partner i + D/2 rotated by (c, sn), before the final
+// rounding to bf16; inverse: the transpose of the rotation, for gradients.
+__device__ __forceinline__ float2 rope_rot(float a, float b, float c, float sn, int inverse) {
+    if (!inverse) return make_float2(rbf(a * c) - rbf(b * sn), rbf(b * c) + rbf(a * sn));
+    return make_float2(a * c + b * sn, b * c - a * sn);
+}
+
 // One block per token; a thread owns one frequency i and walks the heads, so
 // that each cos/sin is computed once per (token, i), not once per head.
 __global__ void rope_kernel(bf16 *x, size_t ld, size_t col0, size_t heads, size_t D, const int32_t *pos,
@@ -16,21 +23,16 @@ __global__ void rope_kernel(bf16 *x, size_t ld, size_t col0, size_t heads, size_
     bf16 *row = x + tok * ld + col0;
     for (size_t h = h0; h < heads; h += hs) {
         bf16 *xh = row + h * D;
-        float a = bf(xh[i]), b = bf(xh[i + half]);
-        if (!inverse) {
-            xh[i] = tobf(rbf(a * c) - rbf(b * sn));
-            xh[i + half] = tobf(rbf(b * c) + rbf(a * sn));
-        } else {   // transpose of the rotation, for gradients
-            xh[i] = tobf(a * c + b * sn);
-            xh[i + half] = tobf(b * c - a * sn);
-        }
+        float2 o = rope_rot(bf(xh[i]), bf(xh[i + half]), c, sn, inverse);
+        xh[i] = tobf(o.x);
+        xh[i + half] = tobf(o.y);
     }
 }
 
 // The same rotation on 16-byte vectors: a block per token first rounds its
 // D/2 cos/sin pairs into shared memory, then its threads walk (head, 8-column
 // piece) units, each reading 8 values of the first half and the 8 they pair
-// with. Every element goes through the formula above, so the bits are equal.
+// with. Every element goes through rope_rot, so the bits are equal.
 // Needs D % 16 == 0 and 16-byte aligned rows (rope_v8_ok).
 __global__ void rope_v8_kernel(bf16 *x, size_t ld, size_t col0, unsigned heads, unsigned D, const int32_t *pos,
                                const float *inv_freq, int inverse) {
@@ -52,13 +54,9 @@ __global__ void rope_v8_kernel(bf16 *x, size_t ld, size_t col0, unsigned heads, 
         for (int e = 0; e < 4; e++) {
             float2 a = __bfloat1622float2(va.h[e]), b = __bfloat1622float2(vb.h[e]);
             const float c0 = cs[i0 + 2 * e], c1 = cs[i0 + 2 * e + 1], s0 = cs[half + i0 + 2 * e], s1 = cs[half + i0 + 2 * e + 1];
-            if (!inverse) {
-                va.h[e] = __floats2bfloat162_rn(rbf(a.x * c0) - rbf(b.x * s0), rbf(a.y * c1) - rbf(b.y * s1));
-                vb.h[e] = __floats2bfloat162_rn(rbf(b.x * c0) + rbf(a.x * s0), rbf(b.y * c1) + rbf(a.y * s1));
-            } else {
-                va.h[e] = __floats2bfloat162_rn(a.x * c0 + b.x * s0, a.y * c1 + b.y * s1);
-                vb.h[e] = __floats2bfloat162_rn(b.x * c0 - a.x * s0, b.y * c1 - a.y * s1);
-            }
+            float2 o0 = rope_rot(a.x, b.x, c0, s0, inverse), o1 = rope_rot(a.y, b.y, c1, s1, inverse);
+            va.h[e] = __floats2bfloat162_rn(o0.x, o1.x);
+            vb.h[e] = __floats2bfloat162_rn(o0.y, o1.y);
         }
         *pa = va.u; *pb = vb.u;
     }

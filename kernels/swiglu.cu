@@ -3,6 +3,19 @@
 #include "common.cuh"
 #include "kernels.h"
 
+// The arithmetic, one bf16 pair at a time, shared by the pair and 16-byte kernels.
+__device__ __forceinline__ float silu_r(float g) { return rbf(g / (1.0f + __expf(-g))); }
+__device__ __forceinline__ __nv_bfloat162 swiglu_pair(float2 g, float2 u) {
+    return __floats2bfloat162_rn(silu_r(g.x) * u.x, silu_r(g.y) * u.y);
+}
+// dg, du from the upstream gradient d
+__device__ __forceinline__ void swiglu_bwd_pair(float2 g, float2 u, float2 d, __nv_bfloat162 *dg, __nv_bfloat162 *du) {
+    float s0 = 1.0f / (1.0f + __expf(-g.x)), s1 = 1.0f / (1.0f + __expf(-g.y));
+    *dg = __floats2bfloat162_rn(d.x * u.x * s0 * (1.0f + g.x * (1.0f - s0)),
+                                d.y * u.y * s1 * (1.0f + g.y * (1.0f - s1)));
+    *du = __floats2bfloat162_rn(d.x * rbf(g.x * s0), d.y * rbf(g.y * s1));
+}
+
 // Column pairs (bf16x2) with 32-bit indexing: flat 64-bit indexing spent more
 // on division than on the math. F is even and N * F / 2 fits 32 bits for every
 // real model; the launchers refuse anything else.
@@ -10,8 +23,7 @@ __global__ void swiglu_fwd2_kernel(__nv_bfloat162 *act, const __nv_bfloat162 *gu
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += gridDim.x * blockDim.x) {
         unsigned r = i / F2, c = i - r * F2;
         float2 g = __bfloat1622float2(gu[(size_t)r * 2 * F2 + c]), u = __bfloat1622float2(gu[(size_t)r * 2 * F2 + F2 + c]);
-        float s0 = rbf(g.x / (1.0f + __expf(-g.x))), s1 = rbf(g.y / (1.0f + __expf(-g.y)));
-        act[i] = __floats2bfloat162_rn(s0 * u.x, s1 * u.y);
+        act[i] = swiglu_pair(g, u);
     }
 }
 
@@ -20,16 +32,13 @@ __global__ void swiglu_bwd2_kernel(__nv_bfloat162 *dgu, const __nv_bfloat162 *da
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += gridDim.x * blockDim.x) {
         unsigned r = i / F2, c = i - r * F2;
         size_t gi = (size_t)r * 2 * F2 + c;
-        float2 g = __bfloat1622float2(gu[gi]), u = __bfloat1622float2(gu[gi + F2]), d = __bfloat1622float2(dact[i]);
-        float s0 = 1.0f / (1.0f + __expf(-g.x)), s1 = 1.0f / (1.0f + __expf(-g.y));
-        dgu[gi] = __floats2bfloat162_rn(d.x * u.x * s0 * (1.0f + g.x * (1.0f - s0)), d.y * u.y * s1 * (1.0f + g.y * (1.0f - s1)));
-        dgu[gi + F2] = __floats2bfloat162_rn(d.x * rbf(g.x * s0), d.y * rbf(g.y * s1));
+        swiglu_bwd_pair(__bfloat1622float2(gu[gi]), __bfloat1622float2(gu[gi + F2]), __bfloat1622float2(dact[i]),
+                        &dgu[gi], &dgu[gi + F2]);
     }
 }
 
 // The same on 16-byte vectors (8 columns), where F % 8 == 0 and the rows are
 // 16-byte aligned; element for element the arithmetic above.
-__device__ __forceinline__ float silu_r(float g) { return rbf(g / (1.0f + __expf(-g))); }
 
 __global__ void swiglu_fwd8_kernel(uint4 *act, const uint4 *gu, unsigned n8, unsigned F8) {
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
@@ -37,10 +46,7 @@ __global__ void swiglu_fwd8_kernel(uint4 *act, const uint4 *gu, unsigned n8, uns
         bf16x8 g, u, o;
         g.u = gu[(size_t)r * 2 * F8 + c]; u.u = gu[(size_t)r * 2 * F8 + F8 + c];
         #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float2 gf = __bfloat1622float2(g.h[e]), uf = __bfloat1622float2(u.h[e]);
-            o.h[e] = __floats2bfloat162_rn(silu_r(gf.x) * uf.x, silu_r(gf.y) * uf.y);
-        }
+        for (int e = 0; e < 4; e++) o.h[e] = swiglu_pair(__bfloat1622float2(g.h[e]), __bfloat1622float2(u.h[e]));
         act[i] = o.u;
     }
 }
@@ -52,13 +58,9 @@ __global__ void swiglu_bwd8_kernel(uint4 *dgu, const uint4 *dact, const uint4 *g
         bf16x8 g, u, d, og, ou;
         g.u = gu[gi]; u.u = gu[gi + F8]; d.u = dact[i];
         #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float2 gf = __bfloat1622float2(g.h[e]), uf = __bfloat1622float2(u.h[e]), df = __bfloat1622float2(d.h[e]);
-            float s0 = 1.0f / (1.0f + __expf(-gf.x)), s1 = 1.0f / (1.0f + __expf(-gf.y));
-            og.h[e] = __floats2bfloat162_rn(df.x * uf.x * s0 * (1.0f + gf.x * (1.0f - s0)),
-                                            df.y * uf.y * s1 * (1.0f + gf.y * (1.0f - s1)));
-            ou.h[e] = __floats2bfloat162_rn(df.x * rbf(gf.x * s0), df.y * rbf(gf.y * s1));
-        }
+        for (int e = 0; e < 4; e++)
+            swiglu_bwd_pair(__bfloat1622float2(g.h[e]), __bfloat1622float2(u.h[e]), __bfloat1622float2(d.h[e]),
+                            &og.h[e], &ou.h[e]);
         dgu[gi] = og.u; dgu[gi + F8] = ou.u;
     }
 }

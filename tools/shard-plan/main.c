@@ -611,11 +611,10 @@ int main(int argc, char **argv) {
                                                 mem_json(sm_mem ? &sm_mem[st] : m, ctx)));
     json_object_set_new(root, "placement", pl);
     json_object_set_new(root, "memory_per_gpu", mem_json(worst, ctx));
-    if (use_offload) {   // per GPU process: the largest of the stages' host blocks
-        size_t hb = m->host_layers + m->embed_host;
+    if (use_offload) {   // per GPU process: with stages, the largest stage's
+        size_t hb = sm_mem ? 0 : m->host_layers + m->embed_host;
         for (size_t st = 0; sm_mem && st < stages; st++)
-            if (st == 0 || sm_mem[st].host_layers + sm_mem[st].embed_host > hb)
-                hb = sm_mem[st].host_layers + sm_mem[st].embed_host;
+            if (sm_mem[st].host_layers + sm_mem[st].embed_host > hb) hb = sm_mem[st].host_layers + sm_mem[st].embed_host;
         json_object_set_new(root, "host_memory_bytes", json_integer((json_int_t)hb));
     }
     json_object_set_new(root, "predicted_tokens_per_s", json_real(round(tps)));

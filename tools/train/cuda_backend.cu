@@ -419,14 +419,14 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     k_rope(c->dqkv_buf, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
     // Layer 0's input gradient would only reach the frozen embedding: its q/k/v
     // LoRA gradients are all that is left to compute.
-    bool dx_in = li > 0;
-    if (dx_in) {
+    bool need_dx = li > 0;
+    if (need_dx) {
         mark(c, "bwd gemm");
         base_gemm(c, BWD_QKV, w, a, nullptr, nullptr, N);
     }
     mark(c, "bwd lora");
-    lora_bwd(c, &c->site[SITE_QKV], dx_in ? c->dln : nullptr, c->dqkv_buf, c->dqkv, a, a->ln1, C, li, drop);
-    if (!dx_in) return;
+    lora_bwd(c, &c->site[SITE_QKV], need_dx ? c->dln : nullptr, c->dqkv_buf, c->dqkv, a, a->ln1, C, li, drop);
+    if (!need_dx) return;
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
 }
