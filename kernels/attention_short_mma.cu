@@ -26,6 +26,10 @@
 #define AM_WARPS 4                // backward: 4 warps, AM_ROWS rows per block
 #define AM_ROWS (16 * AM_WARPS)   // query (or key) rows per block
 #define AF_WARPS 8                // forward: a warp per query block of a whole sequence
+#define AM_SPLIT 64               // backward: rows of the walk in the first copy group
+#ifndef AM_GROUPED
+#define AM_GROUPED 1              // backward: blocks of one (sequence, head) side by side in the grid
+#endif
 #define AM_MAXL 128               // longest sequence these kernels take
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -259,7 +263,11 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
     // run at about the same time and read the same rows, so that most of their
     // reads after the first hit L2. Within them the heaviest first (the key
     // chunk 0 and the last query chunk walk the most tiles).
+#if AM_GROUPED
     int sh = (int)(blockIdx.x / (2 * nch)), p = (int)(blockIdx.x % (2 * nch));
+#else   // the heaviest kind of block of every (sequence, head) first, then the next kind
+    int sh = (int)(blockIdx.x % (gridDim.x / (2 * nch))), p = (int)(blockIdx.x / (gridDim.x / (2 * nch)));
+#endif
     int s = sh / H, h = sh % H, role = p % 2 == 0, c = role ? p / 2 : nch - 1 - p / 2, kh = h / (H / G);
     int t0 = seq[s], L = seq[s + 1] - t0, r_0 = c * AM_ROWS;
     if (r_0 >= L) return;
@@ -269,72 +277,99 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
     size_t HD = (size_t)H * D;
     const bf16 *row0 = qkv + (size_t)t0 * ld, *q_src = row0 + (size_t)h * D, *k_src = row0 + (size_t)(H + kh) * D,
                *v_src = row0 + (size_t)(H + G + kh) * D, *o_src = dout + (size_t)t0 * HD + (size_t)h * D;
-    // query rows [qr0, qr0 + nqr) are the ones whose lse, delta (and dO) this block reads
+    // query rows [qr0, qr0 + nqr) are the ones whose lse, delta (and dO) this block reads.
+    // Two copy groups: what the first AM_SPLIT rows of the walk need, then the
+    // rest, so that the walk starts while the second group streams in.
     int qr0 = r_0, nqr;
     if (role == 0) {   // A1 = Q, A2 = dO (this chunk's queries); B1 = K, B2 = V (keys 0..r_0+nr)
-        int kend = r_0 + nr;
+        int kend = r_0 + nr, ka = min(kend, AM_SPLIT);
         nqr = nr;
         am_load<D>(A1, q_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
         am_load<D>(A2, o_src + (size_t)r_0 * HD, HD, (nr + 15) & ~15, nr);
-        am_load<D>(B1, k_src, ld, (kend + 15) & ~15, kend);
-        am_load<D>(B2, v_src, ld, (kend + 15) & ~15, kend);
+        am_load<D>(B1, k_src, ld, (ka + 15) & ~15, ka);
+        am_load<D>(B2, v_src, ld, (ka + 15) & ~15, ka);
+        cp_async_commit();
+        if (kend > AM_SPLIT) {
+            int rows = ((kend + 15) & ~15) - AM_SPLIT;
+            am_load<D>(B1 + (size_t)AM_SPLIT * LDD, k_src + (size_t)AM_SPLIT * ld, ld, rows, kend - AM_SPLIT);
+            am_load<D>(B2 + (size_t)AM_SPLIT * LDD, v_src + (size_t)AM_SPLIT * ld, ld, rows, kend - AM_SPLIT);
+        }
+        cp_async_commit();
     } else {           // A1 = K, A2 = V (this chunk's keys); B1 = Q, B2 = dO (queries r_0..L)
         nqr = L - r_0;
+        int qa_ = min(nqr, AM_SPLIT);
         am_load<D>(A1, k_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
         am_load<D>(A2, v_src + (size_t)r_0 * ld, ld, (nr + 15) & ~15, nr);
-        am_load<D>(B1, q_src + (size_t)r_0 * ld, ld, (nqr + 15) & ~15, nqr);
-        am_load<D>(B2, o_src + (size_t)r_0 * HD, HD, (nqr + 15) & ~15, nqr);
+        am_load<D>(B1, q_src + (size_t)r_0 * ld, ld, (qa_ + 15) & ~15, qa_);
+        am_load<D>(B2, o_src + (size_t)r_0 * HD, HD, (qa_ + 15) & ~15, qa_);
+        cp_async_commit();
+        if (nqr > AM_SPLIT) {
+            int rows = ((nqr + 15) & ~15) - AM_SPLIT;
+            am_load<D>(B1 + (size_t)AM_SPLIT * LDD, q_src + (size_t)(r_0 + AM_SPLIT) * ld, ld, rows, nqr - AM_SPLIT);
+            am_load<D>(B2 + (size_t)AM_SPLIT * LDD, o_src + (size_t)(r_0 + AM_SPLIT) * HD, HD, rows, nqr - AM_SPLIT);
+        }
+        cp_async_commit();
     }
-    // delta_i = dO_i . O_i over 16-byte pieces, PER threads a row; O's loads go
-    // out before the wait on the copies so that the two latencies overlap.
+    // delta_i = dO_i . O_i over 16-byte pieces, PER threads a row, both read
+    // from global memory (L2 for dO, which is being copied too) while the
+    // copies are in flight.
     constexpr int PER = D / 8, IT = AM_MAXL * PER / (AM_WARPS * 32);
     int nq16 = (nqr + 15) & ~15;
-    uint4 ov[IT];
+    {
+        uint4 ov[IT], gv[IT];
 #pragma unroll
-    for (int k = 0; k < IT; k++) {
-        int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
-        ov[k] = make_uint4(0, 0, 0, 0);
-        if (i < nqr) ov[k] = *(const uint4 *)(out + (size_t)(t0 + qr0 + i) * HD + (size_t)h * D + (x % PER) * 8);
-    }
-    for (int i = threadIdx.x; i < nq16; i += blockDim.x) ls[i] = i < nqr ? lse[(size_t)h * N + t0 + qr0 + i] : 0.0f;
-    cp_async_wait_all();
-    __syncthreads();
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const bf16 *dOs = role == 0 ? A2 : B2;
+        for (int k = 0; k < IT; k++) {
+            int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
+            ov[k] = gv[k] = make_uint4(0, 0, 0, 0);
+            if (i < nqr) {
+                size_t off = (size_t)(t0 + qr0 + i) * HD + (size_t)h * D + (x % PER) * 8;
+                ov[k] = *(const uint4 *)(out + off);
+                gv[k] = *(const uint4 *)(dout + off);
+            }
+        }
+        for (int i = threadIdx.x; i < nq16; i += blockDim.x) ls[i] = i < nqr ? lse[(size_t)h * N + t0 + qr0 + i] : 0.0f;
 #pragma unroll
-    for (int k = 0; k < IT; k++) {
-        int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
-        float d = 0.0f;
-        if (i < nqr) {
+        for (int k = 0; k < IT; k++) {
+            int x = threadIdx.x + k * AM_WARPS * 32, i = x / PER;
             bf16x8 o, y;
             o.u = ov[k];
-            y.u = *(const uint4 *)(dOs + (size_t)i * LDD + (x % PER) * 8);
+            y.u = gv[k];
+            float d = 0.0f;
 #pragma unroll
             for (int q = 0; q < 4; q++) d += bf(y.h[q].x) * bf(o.h[q].x) + bf(y.h[q].y) * bf(o.h[q].y);
-        }
 #pragma unroll
-        for (int w = PER / 2; w > 0; w >>= 1) d += __shfl_xor_sync(0xffffffffu, d, w);
-        if (x % PER == 0 && i < nq16) dl[i] = d;
+            for (int w = PER / 2; w > 0; w >>= 1) d += __shfl_xor_sync(0xffffffffu, d, w);
+            if (x % PER == 0 && i < nq16) dl[i] = d;
+        }
     }
+    cp_async_wait_1();
     __syncthreads();
-    int r0 = warp * 16;
-    if (r0 >= nr) return;   // no barrier follows
-
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int r0 = warp * 16, act = r0 < nr;   // idle warps stay for the barrier at the split
     if (role == 0) {
-        int qb = (r_0 + r0) / 16, i0 = r_0 + r0 + g, i1 = i0 + 8;
-        float lse0 = ls[r0 + g], lse1 = ls[r0 + g + 8], d0 = dl[r0 + g], d1 = dl[r0 + g + 8];
+        int qb = act ? (r_0 + r0) / 16 : -1, i0 = r_0 + r0 + g, i1 = i0 + 8, nkb = (r_0 + nr + 15) / 16;
+        // idle warps (r0 >= nr) stay for the barrier only: their rows may lie past
+        // lse/delta (Lm < 64) and past A1
+        float lse0 = 0.0f, lse1 = 0.0f, d0 = 0.0f, d1 = 0.0f;
+        if (act) { lse0 = ls[r0 + g]; lse1 = ls[r0 + g + 8]; d0 = dl[r0 + g]; d1 = dl[r0 + g + 8]; }
         float dq[D / 8][4];
 #pragma unroll
         for (int j = 0; j < D / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
         // this warp's Q and dO rows as A fragments, once: shared-memory bandwidth
         // (ldmatrix) rather than the tensor cores bounds these loops
-        uint32_t qa[NK][4], oa[NK][4];
+        uint32_t qa[NK][4] = {}, oa[NK][4] = {};
+        if (act)
 #pragma unroll
-        for (int kk = 0; kk < NK; kk++) {
-            ldsm4(qa[kk], a_addr(A1, LDD, r0, kk * 16));
-            ldsm4(oa[kk], a_addr(A2, LDD, r0, kk * 16));
-        }
-        for (int kb = 0; kb <= qb; kb++) {
+            for (int kk = 0; kk < NK; kk++) {
+                ldsm4(qa[kk], a_addr(A1, LDD, r0, kk * 16));
+                ldsm4(oa[kk], a_addr(A2, LDD, r0, kk * 16));
+            }
+        for (int kb = 0; kb < nkb; kb++) {   // the same trip count in every warp: the barrier
+            if (kb == AM_SPLIT / 16) {
+                cp_async_wait_all();
+                __syncthreads();
+            }
+            if (kb > qb) continue;
             float sc[2][4] = {}, dp[2][4] = {};
 #pragma unroll
             for (int kk = 0; kk < NK; kk++) {
@@ -368,7 +403,7 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
                 mma16816(dq[2 * dd + 1], ds, b[2], b[3]);
             }
         }
-        am_store_rows<D>(dq, A1 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)h * D, ld, r_0 + r0, L);
+        if (act) am_store_rows<D>(dq, A1 + (size_t)r0 * LDD, dqkv + (size_t)t0 * ld + (size_t)h * D, ld, r_0 + r0, L);
         return;
     }
 
@@ -380,7 +415,12 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
         dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.0f;
         dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
     }
-    for (int qb = kb; qb < nt; qb++) {
+    for (int qb = r_0 / 16; qb < nt; qb++) {   // the same trip count in every warp: the barrier
+        if (qb == r_0 / 16 + AM_SPLIT / 16) {
+            cp_async_wait_all();
+            __syncthreads();
+        }
+        if (!act || qb < kb) continue;
         int qs = qb * 16 - r_0;   // the block's rows in B1, B2, ls, dl
         float st[2][4] = {}, dpt[2][4] = {};
 #pragma unroll
@@ -423,6 +463,7 @@ am_bwd_kernel(bf16 *dqkv, float *dkv32, const bf16 *dout, const bf16 *out, const
             mma16816(dk[2 * dd + 1], dst, b[2], b[3]);
         }
     }
+    if (!act) return;
     if (dkv32) {   // (N, 2, H, D) scratch: this query head's dK, then its dV
         float *dk32 = dkv32 + (size_t)t0 * 2 * HD + (size_t)h * D;
         am_store_rows32<D>(dk, dk32, 2 * HD, r_0 + r0, L);
