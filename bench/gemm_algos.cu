@@ -20,16 +20,20 @@ __global__ void fill(__nv_bfloat16 *p, size_t n, unsigned seed) {
 }
 
 int main(int argc, char **argv) {
+    // gemm_algos [NTOP [M...]]: the candidates for token counts M (default 2048 1664 1024)
     int ntop = argc > 1 ? atoi(argv[1]) : 24;
     size_t C = 4096, F = 11008, QKV = 12288;
-    size_t Ms[] = {2048, 1664, 1024};
+    size_t Ms[16] = {2048, 1664, 1024}, nM = 3;
+    if (argc > 2) { nM = 0; for (int i = 2; i < argc && nM < 16; i++) Ms[nM++] = (size_t)atoll(argv[i]); }
     // name, transa (col-major op on W), out(m), in(k), beta, bias
     struct { const char *name; int ta; size_t m, k; float beta; int bias; } sh[] = {
         {"fwd_qkv", 1, QKV, C, 0, 1}, {"fwd_o", 1, C, C, 1, 0}, {"fwd_gu", 1, 2 * F, C, 0, 0}, {"fwd_d", 1, C, F, 1, 0},
         {"bwd_d", 0, F, C, 0, 0}, {"bwd_gu", 0, C, 2 * F, 0, 0}, {"bwd_o", 0, C, C, 0, 0}, {"bwd_qkv", 0, C, QKV, 0, 0},
         {"fwd_qkv_nobias", 1, QKV, C, 0, 0}, {"fwd_o_beta0", 1, C, C, 0, 0}, {"fwd_d_beta0", 1, C, F, 0, 0},
     };
-    size_t maxw = 2 * F * C, maxx = 2048 * 2 * F;
+    size_t maxn = 2048;
+    for (size_t i = 0; i < nM; i++) if (Ms[i] > maxn) maxn = Ms[i];
+    size_t maxw = 2 * F * C, maxx = maxn * 2 * F;
     __nv_bfloat16 *W, *X, *Y, *bias;
     CK(cudaMalloc(&W, maxw * 2)); CK(cudaMalloc(&X, maxx * 2)); CK(cudaMalloc(&Y, maxx * 2)); CK(cudaMalloc(&bias, QKV * 2));
     fill<<<1024, 256>>>(W, maxw, 1); fill<<<1024, 256>>>(X, maxx, 2); fill<<<1024, 256>>>(Y, maxx, 3); fill<<<64, 256>>>(bias, QKV, 4);
@@ -37,7 +41,7 @@ int main(int argc, char **argv) {
     cublasLtHandle_t lt; CB(cublasLtCreate(&lt));
     cudaStream_t st; CK(cudaStreamCreate(&st));
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
-    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+    for (size_t mi = 0; mi < nM; mi++)
     for (size_t s = 0; s < sizeof sh / sizeof *sh; s++) {
         size_t m = sh[s].m, n = Ms[mi], k = sh[s].k;
         cublasLtMatmulDesc_t op; CB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
