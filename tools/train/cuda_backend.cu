@@ -120,6 +120,8 @@ struct cuda_ctx {
     cudaEvent_t slot_ready[2], slot_free[2];
     size_t max_tok, max_len, dqkv, qd, kvd;
     cudaStream_t stream;
+    cudaStream_t side;                // LoRA work beside the base products (site_fwd, site_bwd); null: off
+    cudaEvent_t ev_fork, ev_join;
     gemm_ctx *gemm;
     dev_arena weights, lora, acts, work;
     // weights
@@ -256,51 +258,88 @@ static void lora_site_groups(cuda_ctx *c, const lora_site *st, size_t layer, lay
     }
 }
 
-// The forward of a site's modules, whose input x (N, I) is shared: y[:, col_j]
-// (ld ldy) += s dropout(x) A_j^T B_j^T. Fused, x is read once for the whole
-// site's t = dropout(x) A^T and the B sides go in one launch.
-static void lora_fwd(cuda_ctx *c, const lora_site *st, bfh *y, size_t ldy, layer_acts *a, const bfh *x, size_t I,
-                     size_t layer, dropout_cfg drop) {
+// Overlap: a site's LoRA work that does not read the base product's result
+// runs on a second stream beside that product (the base GEMMs leave SMs idle
+// in their last wave, and the LoRA kernels are short and memory-bound). Each
+// fork is closed by a join before anything else is launched, so the side
+// stream's work never outlives the product it shares with. Same kernels, same
+// inputs: the same bits as one stream. LORAPIPE_OVERLAP=0 keeps one stream.
+static cudaStream_t side_fork(cuda_ctx *c) {
+    if (!c->side) return c->stream;
+    CUDA_CHECK(cudaEventRecord(c->ev_fork, c->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->side, c->ev_fork, 0));
+    return c->side;
+}
+static void side_join(cuda_ctx *c) {
+    if (!c->side) return;
+    CUDA_CHECK(cudaEventRecord(c->ev_join, c->side));
+    CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->ev_join, 0));
+}
+
+static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, size_t N);
+
+// A site's forward: the base product op (writing y, ld ldy), and the LoRA
+// modules reading the site's shared input in (N, I): y[:, col_j] += s
+// dropout(in) A_j^T B_j^T. Fused, in is read once for the whole site's
+// t = dropout(in) A^T (beside the product), and the B sides go in one launch.
+static void site_fwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, bfh *y,
+                     size_t ldy, const bfh *in, size_t I, size_t layer, dropout_cfg drop) {
+    const lora_site *st = &c->site[site];
     if (!c->lora_fused) {
+        mark(c, "fwd gemm");
+        base_gemm(c, op, w, a, x, x_out, c->N);
+        mark(c, "fwd lora");
         for (int j = 0; j < st->n; j++)
             if (c->l->on[st->mods[j]])
-                lora_fwd_gemm(c, y + st->col[j], ldy, a->t[st->mods[j]], x, I, st->out[j], layer, st->mods[j], drop);
+                lora_fwd_gemm(c, y + st->col[j], ldy, a->t[st->mods[j]], in, I, st->out[j], layer, st->mods[j], drop);
         return;
     }
     lora_group ga, gb;
     lora_site_groups(c, st, layer, a, y, ldy, nullptr, drop, &ga, &gb);
+    if (ga.g) k_lora_in_group(&ga, in, c->N, I, c->l->r, drop.p, side_fork(c));
+    mark(c, "fwd gemm");
+    base_gemm(c, op, w, a, x, x_out, c->N);
     if (!ga.g) return;
-    mark(c, "fwd lora in");
-    k_lora_in_group(&ga, x, c->N, I, c->l->r, drop.p, c->stream);
+    side_join(c);
     mark(c, "fwd lora out");
     k_lora_out_batch(&gb, c->N, c->l->r, c->l->scaling, c->stream);
 }
 
-// Backward of lora_fwd: dy's columns col_j (ld lddy) in, dA and dB accumulated,
-// the site's input gradient added into dx (N, I) unless dx is null. Fused, dA
-// takes one pass over x for the site and dx one read-modify-write.
-static void lora_bwd(cuda_ctx *c, const lora_site *st, bfh *dx, const bfh *dy, size_t lddy, layer_acts *a,
-                     const bfh *x, size_t I, size_t layer, dropout_cfg drop) {
+// A site's backward: the base product op (-1: none) computing the input
+// gradient dx (N, I) from dy (ld lddy), and the LoRA modules' dA and dB from
+// dy and the input in; their input gradient is added into dx unless dx is null.
+// Fused, dB, dt = s dy B and dA (one pass over in) run beside the product, and
+// dx takes one read-modify-write after it.
+static void site_bwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts *a, bfh *dx, const bfh *dy,
+                     size_t lddy, const bfh *in, size_t I, size_t layer, dropout_cfg drop) {
+    const lora_site *st = &c->site[site];
+    size_t N = c->N, r = c->l->r;
+    float s = c->l->scaling;
     if (!c->lora_fused) {
+        mark(c, "bwd gemm");
+        if (op >= 0) base_gemm(c, op, w, a, nullptr, nullptr, N);
+        mark(c, "bwd lora");
         for (int j = 0; j < st->n; j++)
             if (c->l->on[st->mods[j]])
-                lora_bwd_gemm(c, dx, dy + st->col[j], lddy, a->t[st->mods[j]], x, I, st->out[j], layer, st->mods[j],
+                lora_bwd_gemm(c, dx, dy + st->col[j], lddy, a->t[st->mods[j]], in, I, st->out[j], layer, st->mods[j],
                               drop);
         return;
     }
-    size_t N = c->N, r = c->l->r;
-    float s = c->l->scaling;
     lora_group ga, gb;
     lora_site_groups(c, st, layer, a, (bfh *)dy, lddy, c->dt, drop, &ga, &gb);
+    if (ga.g) {
+        cudaStream_t ss = side_fork(c);
+        k_lora_db_batch(&gb, c->da_part, N, r, s, ss);   // dB_j += s dy_j^T t_j
+        for (int j = 0; j < gb.g; j++) gb.t[j] = ga.t[j];   // the B side now writes the dt slots
+        k_lora_dt_batch(&gb, N, r, s, ss);                 // dt_j = s dy_j B_j
+        k_lora_da_group(&ga, c->da_part, in, N, I, r, drop.p, ss);   // dA_j += dt_j^T dropout_j(in)
+    }
+    mark(c, "bwd gemm");
+    if (op >= 0) base_gemm(c, op, w, a, nullptr, nullptr, N);
     if (!ga.g) return;
-    mark(c, "bwd lora dB dt");
-    k_lora_db_batch(&gb, c->da_part, N, r, s, c->stream);   // dB_j += s dy_j^T t_j
-    for (int j = 0; j < gb.g; j++) gb.t[j] = ga.t[j];        // the B side now writes the dt slots
-    k_lora_dt_batch(&gb, N, r, s, c->stream);               // dt_j = s dy_j B_j
-    mark(c, "bwd lora dA");
-    k_lora_da_group(&ga, c->da_part, x, N, I, r, drop.p, c->stream);   // dA_j += dt_j^T dropout_j(x)
+    side_join(c);
     mark(c, "bwd lora dx");
-    if (dx) k_lora_dx_group(dx, &ga, N, I, r, drop.p, c->stream);      // dx += sum_j dropout_j'(dt_j A_j)
+    if (dx) k_lora_dx_group(dx, &ga, N, I, r, drop.p, c->stream);   // dx += sum_j dropout_j'(dt_j A_j)
 }
 
 // Layer i's input (i = L: the final norm's), N tokens of row stride hidden.
@@ -354,10 +393,7 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     layer_w *w = &c->lw[li];
     mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln1, a->rstd1, x, w->ln1, N, C, eps, c->stream);
-    mark(c, "fwd gemm");
-    base_gemm(c, FWD_QKV, w, a, x, x_out, N);
-    mark(c, "fwd lora");
-    lora_fwd(c, &c->site[SITE_QKV], a->qkv, c->dqkv, a, a->ln1, C, li, drop);
+    site_fwd(c, SITE_QKV, FWD_QKV, w, a, x, x_out, a->qkv, c->dqkv, a->ln1, C, li, drop);
     mark(c, "fwd rope");
     // q's heads and then k's are contiguous columns of qkv: one launch rotates both.
     k_rope(a->qkv, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
@@ -365,22 +401,13 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     if (c->att_short) att_short_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
     else if (c->att_lp) att_gemm_fwd(c->gemm, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
     else k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
-    mark(c, "fwd gemm");
-    base_gemm(c, FWD_O, w, a, x, x_out, N);
-    mark(c, "fwd lora");
-    lora_fwd(c, &c->site[SITE_O], a->x_mid, C, a, a->att, c->qd, li, drop);
+    site_fwd(c, SITE_O, FWD_O, w, a, x, x_out, a->x_mid, C, a->att, c->qd, li, drop);
     mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln2, a->rstd2, a->x_mid, w->ln2, N, C, eps, c->stream);
-    mark(c, "fwd gemm");
-    base_gemm(c, FWD_GU, w, a, x, x_out, N);
-    mark(c, "fwd lora");
-    lora_fwd(c, &c->site[SITE_GU], a->gu, 2 * F, a, a->ln2, C, li, drop);
+    site_fwd(c, SITE_GU, FWD_GU, w, a, x, x_out, a->gu, 2 * F, a->ln2, C, li, drop);
     mark(c, "fwd swiglu");
     k_swiglu_fwd(a->act, a->gu, N, F, c->stream);
-    mark(c, "fwd gemm");
-    base_gemm(c, FWD_DOWN, w, a, x, x_out, N);
-    mark(c, "fwd lora");
-    lora_fwd(c, &c->site[SITE_DOWN], x_out, C, a, a->act, F, li, drop);
+    site_fwd(c, SITE_DOWN, FWD_DOWN, w, a, x, x_out, x_out, C, a->act, F, li, drop);
 }
 
 // dres: gradient of the layer output on entry, of its input on return.
@@ -391,23 +418,14 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     // MLP
     // The activation is kept with the layer's set (with recompute, the set the
     // layer's forward has just refilled): recomputing it cost 1.4% of a step.
-    mark(c, "bwd gemm");
-    base_gemm(c, BWD_DOWN, w, a, nullptr, nullptr, N);
-    mark(c, "bwd lora");
-    lora_bwd(c, &c->site[SITE_DOWN], c->dact, c->dres, C, a, a->act, F, li, drop);
+    site_bwd(c, SITE_DOWN, BWD_DOWN, w, a, c->dact, c->dres, C, a->act, F, li, drop);
     mark(c, "bwd swiglu");
     k_swiglu_bwd(c->dgu, c->dact, a->gu, N, F, c->stream);
-    mark(c, "bwd gemm");
-    base_gemm(c, BWD_GU, w, a, nullptr, nullptr, N);
-    mark(c, "bwd lora");
-    lora_bwd(c, &c->site[SITE_GU], c->dln, c->dgu, 2 * F, a, a->ln2, C, li, drop);
+    site_bwd(c, SITE_GU, BWD_GU, w, a, c->dln, c->dgu, 2 * F, a->ln2, C, li, drop);
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_mid, a->rstd2, w->ln2, N, C, 1, c->stream);
     // attention
-    mark(c, "bwd gemm");
-    base_gemm(c, BWD_O, w, a, nullptr, nullptr, N);
-    mark(c, "bwd lora");
-    lora_bwd(c, &c->site[SITE_O], c->datt, c->dres, C, a, a->att, c->qd, li, drop);
+    site_bwd(c, SITE_O, BWD_O, w, a, c->datt, c->dres, C, a->att, c->qd, li, drop);
     mark(c, "bwd attention");
     if (c->att_short)
         att_short_bwd(c->dqkv_buf, c->datt, a->att, a->lse, a->qkv, &c->as, (float *)c->att_ws, c->stream);
@@ -420,12 +438,8 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     // Layer 0's input gradient would only reach the frozen embedding: its q/k/v
     // LoRA gradients are all that is left to compute.
     bool need_dx = li > 0;
-    if (need_dx) {
-        mark(c, "bwd gemm");
-        base_gemm(c, BWD_QKV, w, a, nullptr, nullptr, N);
-    }
-    mark(c, "bwd lora");
-    lora_bwd(c, &c->site[SITE_QKV], need_dx ? c->dln : nullptr, c->dqkv_buf, c->dqkv, a, a->ln1, C, li, drop);
+    site_bwd(c, SITE_QKV, need_dx ? BWD_QKV : -1, w, a, need_dx ? c->dln : nullptr, c->dqkv_buf, c->dqkv, a->ln1, C,
+             li, drop);
     if (!need_dx) return;
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
@@ -894,6 +908,7 @@ static void cu_destroy(backend *b) {
         for (int s2 = 0; s2 < 2; s2++) { cudaEventDestroy(c->slot_ready[s2]); cudaEventDestroy(c->slot_free[s2]); }
         cudaStreamDestroy(c->copy_stream);
     }
+    if (c->side) { cudaEventDestroy(c->ev_fork); cudaEventDestroy(c->ev_join); cudaStreamDestroy(c->side); }
     cudaStreamDestroy(c->stream);
     free(c->tensor_off_host);
     delete c;
@@ -992,7 +1007,18 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->site[SITE_O] = {1, {LORA_O}, {0}, {d->hidden}};
     c->site[SITE_GU] = {2, {LORA_GATE, LORA_UP}, {0, d->inter}, {d->inter, d->inter}};
     c->site[SITE_DOWN] = {1, {LORA_DOWN}, {0}, {d->hidden}};
-    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    // LORAPIPE_OVERLAP: 0 one stream; 1 (default) LoRA work beside the base
+    // products on a second stream of equal priority; 2 the main stream first;
+    // 3 the side stream first (for measuring).
+    const char *ov = getenv("LORAPIPE_OVERLAP");
+    int overlap = ov && *ov ? atoi(ov) : 1, pr_least = 0, pr_great = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&pr_least, &pr_great));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&c->stream, cudaStreamNonBlocking, overlap == 2 ? pr_great : pr_least));
+    if (overlap > 0) {
+        CUDA_CHECK(cudaStreamCreateWithPriority(&c->side, cudaStreamNonBlocking, overlap == 3 ? pr_great : pr_least));
+        CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming));
+    }
     const char *pe = getenv("LORAPIPE_PROFILE");
     if (pe && *pe && strcmp(pe, "0")) {
         c->prof.on = 1;
