@@ -120,8 +120,6 @@ struct cuda_ctx {
     cudaEvent_t slot_ready[2], slot_free[2];
     size_t max_tok, max_len, dqkv, qd, kvd;
     cudaStream_t stream;
-    cudaStream_t side;                // LoRA work beside the base products (site_fwd, site_bwd); null: off
-    cudaEvent_t ev_fork, ev_join;
     gemm_ctx *gemm;
     dev_arena weights, lora, acts, work;
     // weights
@@ -258,37 +256,19 @@ static void lora_site_groups(cuda_ctx *c, const lora_site *st, size_t layer, lay
     }
 }
 
-// Overlap: a site's LoRA work that does not read the base product's result
-// runs on a second stream beside that product (the base GEMMs leave SMs idle
-// in their last wave, and the LoRA kernels are short and memory-bound). Each
-// fork is closed by a join before anything else is launched, so the side
-// stream's work never outlives the product it shares with. Same kernels, same
-// inputs: the same bits as one stream. LORAPIPE_OVERLAP=0 keeps one stream.
-static cudaStream_t side_fork(cuda_ctx *c) {
-    if (!c->side) return c->stream;
-    CUDA_CHECK(cudaEventRecord(c->ev_fork, c->stream));
-    CUDA_CHECK(cudaStreamWaitEvent(c->side, c->ev_fork, 0));
-    return c->side;
-}
-static void side_join(cuda_ctx *c) {
-    if (!c->side) return;
-    CUDA_CHECK(cudaEventRecord(c->ev_join, c->side));
-    CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->ev_join, 0));
-}
-
 static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, size_t N);
 
 // A site's forward: the base product op (writing y, ld ldy), and the LoRA
 // modules reading the site's shared input in (N, I): y[:, col_j] += s
 // dropout(in) A_j^T B_j^T. Fused, in is read once for the whole site's
-// t = dropout(in) A^T (beside the product), and the B sides go in one launch.
+// t = dropout(in) A^T, and the B sides go in one launch.
 static void site_fwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, bfh *y,
                      size_t ldy, const bfh *in, size_t I, size_t layer, dropout_cfg drop) {
     const lora_site *st = &c->site[site];
+    mark(c, "fwd gemm");
+    base_gemm(c, op, w, a, x, x_out, c->N);
+    mark(c, "fwd lora");
     if (!c->lora_fused) {
-        mark(c, "fwd gemm");
-        base_gemm(c, op, w, a, x, x_out, c->N);
-        mark(c, "fwd lora");
         for (int j = 0; j < st->n; j++)
             if (c->l->on[st->mods[j]])
                 lora_fwd_gemm(c, y + st->col[j], ldy, a->t[st->mods[j]], in, I, st->out[j], layer, st->mods[j], drop);
@@ -296,29 +276,24 @@ static void site_fwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts
     }
     lora_group ga, gb;
     lora_site_groups(c, st, layer, a, y, ldy, nullptr, drop, &ga, &gb);
-    if (ga.g) k_lora_in_group(&ga, in, c->N, I, c->l->r, drop.p, side_fork(c));
-    mark(c, "fwd gemm");
-    base_gemm(c, op, w, a, x, x_out, c->N);
     if (!ga.g) return;
-    side_join(c);
-    mark(c, "fwd lora out");
+    k_lora_in_group(&ga, in, c->N, I, c->l->r, drop.p, c->stream);
     k_lora_out_batch(&gb, c->N, c->l->r, c->l->scaling, c->stream);
 }
 
 // A site's backward: the base product op (-1: none) computing the input
 // gradient dx (N, I) from dy (ld lddy), and the LoRA modules' dA and dB from
 // dy and the input in; their input gradient is added into dx unless dx is null.
-// Fused, dB, dt = s dy B and dA (one pass over in) run beside the product, and
-// dx takes one read-modify-write after it.
+// Fused, dA takes one pass over in for the site and dx one read-modify-write.
 static void site_bwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts *a, bfh *dx, const bfh *dy,
                      size_t lddy, const bfh *in, size_t I, size_t layer, dropout_cfg drop) {
     const lora_site *st = &c->site[site];
     size_t N = c->N, r = c->l->r;
     float s = c->l->scaling;
+    mark(c, "bwd gemm");
+    if (op >= 0) base_gemm(c, op, w, a, nullptr, nullptr, N);
+    mark(c, "bwd lora");
     if (!c->lora_fused) {
-        mark(c, "bwd gemm");
-        if (op >= 0) base_gemm(c, op, w, a, nullptr, nullptr, N);
-        mark(c, "bwd lora");
         for (int j = 0; j < st->n; j++)
             if (c->l->on[st->mods[j]])
                 lora_bwd_gemm(c, dx, dy + st->col[j], lddy, a->t[st->mods[j]], in, I, st->out[j], layer, st->mods[j],
@@ -327,18 +302,11 @@ static void site_bwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts
     }
     lora_group ga, gb;
     lora_site_groups(c, st, layer, a, (bfh *)dy, lddy, c->dt, drop, &ga, &gb);
-    if (ga.g) {
-        cudaStream_t ss = side_fork(c);
-        k_lora_db_batch(&gb, c->da_part, N, r, s, ss);   // dB_j += s dy_j^T t_j
-        for (int j = 0; j < gb.g; j++) gb.t[j] = ga.t[j];   // the B side now writes the dt slots
-        k_lora_dt_batch(&gb, N, r, s, ss);                 // dt_j = s dy_j B_j
-        k_lora_da_group(&ga, c->da_part, in, N, I, r, drop.p, ss);   // dA_j += dt_j^T dropout_j(in)
-    }
-    mark(c, "bwd gemm");
-    if (op >= 0) base_gemm(c, op, w, a, nullptr, nullptr, N);
     if (!ga.g) return;
-    side_join(c);
-    mark(c, "bwd lora dx");
+    k_lora_db_batch(&gb, c->da_part, N, r, s, c->stream);   // dB_j += s dy_j^T t_j
+    for (int j = 0; j < gb.g; j++) gb.t[j] = ga.t[j];        // the B side now writes the dt slots
+    k_lora_dt_batch(&gb, N, r, s, c->stream);               // dt_j = s dy_j B_j
+    k_lora_da_group(&ga, c->da_part, in, N, I, r, drop.p, c->stream);   // dA_j += dt_j^T dropout_j(in)
     if (dx) k_lora_dx_group(dx, &ga, N, I, r, drop.p, c->stream);   // dx += sum_j dropout_j'(dt_j A_j)
 }
 
@@ -908,7 +876,6 @@ static void cu_destroy(backend *b) {
         for (int s2 = 0; s2 < 2; s2++) { cudaEventDestroy(c->slot_ready[s2]); cudaEventDestroy(c->slot_free[s2]); }
         cudaStreamDestroy(c->copy_stream);
     }
-    if (c->side) { cudaEventDestroy(c->ev_fork); cudaEventDestroy(c->ev_join); cudaStreamDestroy(c->side); }
     cudaStreamDestroy(c->stream);
     free(c->tensor_off_host);
     delete c;
@@ -1007,18 +974,7 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->site[SITE_O] = {1, {LORA_O}, {0}, {d->hidden}};
     c->site[SITE_GU] = {2, {LORA_GATE, LORA_UP}, {0, d->inter}, {d->inter, d->inter}};
     c->site[SITE_DOWN] = {1, {LORA_DOWN}, {0}, {d->hidden}};
-    // LORAPIPE_OVERLAP: 0 one stream; 1 (default) LoRA work beside the base
-    // products on a second stream of equal priority; 2 the main stream first;
-    // 3 the side stream first (for measuring).
-    const char *ov = getenv("LORAPIPE_OVERLAP");
-    int overlap = ov && *ov ? atoi(ov) : 1, pr_least = 0, pr_great = 0;
-    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&pr_least, &pr_great));
-    CUDA_CHECK(cudaStreamCreateWithPriority(&c->stream, cudaStreamNonBlocking, overlap == 2 ? pr_great : pr_least));
-    if (overlap > 0) {
-        CUDA_CHECK(cudaStreamCreateWithPriority(&c->side, cudaStreamNonBlocking, overlap == 3 ? pr_great : pr_least));
-        CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_fork, cudaEventDisableTiming));
-        CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_join, cudaEventDisableTiming));
-    }
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     const char *pe = getenv("LORAPIPE_PROFILE");
     if (pe && *pe && strcmp(pe, "0")) {
         c->prof.on = 1;
