@@ -17,13 +17,21 @@ export PATH="$PWD/.carry/tools/bin:$PATH" LD_LIBRARY_PATH="$PWD/.carry/tools/lib
 MODEL=${MODEL:-/tmp/q7}
 STEPS=${STEPS:-20}
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
+# SM clock and board power through the whole call; each timed run records its window
+# (bench/power_summary.py reads both at the end): a card at its power cap runs below its top clock.
+nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,utilization.gpu,clocks_event_reasons.active \
+    --format=csv,noheader -lms 200 > "$OUT/smi.csv" 2>/dev/null &
+SMI_PID=$!
+echo "run,start,end" > "$OUT/windows.csv"
 
 ours() {  # name pack [extra train args]: one timed run of our trainer on the 7B shape
     local name=$1 pack=$2; shift 2
     rm -rf "/tmp/run-$name"
+    local t0; t0=$(date +%s.%N)
     /usr/bin/time -v bin/train --device cuda --model "$MODEL" --data "$pack" --out "/tmp/run-$name" \
         --max-steps "$STEPS" --save-steps 0 --quiet "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
+    echo "ours-$name,$t0,$(date +%s.%N)" >> "$OUT/windows.csv"
     cp "/tmp/run-$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
     # tokens/s as the anchor counts them: real tokens after the first 3 optimizer steps
     local tps
@@ -34,9 +42,12 @@ ours() {  # name pack [extra train args]: one timed run of our trainer on the 7B
 }
 
 anchor() {  # variant
-    local v=$1
+    local v=$1 t0 rc
+    t0=$(date +%s.%N); ANCHOR_RUNS=$((${ANCHOR_RUNS:-0} + 1))
     timeout 400 python3 .carry/hf_seed.py .carry/tok .carry/huanhuan.json "$v" "$STEPS" > "$OUT/anchor-$v.log" 2>&1
-    log "anchor $v rc=$? $(grep RESULT "$OUT/anchor-$v.log" | cut -c1-600)"
+    rc=$?
+    echo "anchor-$v-$ANCHOR_RUNS,$t0,$(date +%s.%N)" >> "$OUT/windows.csv"
+    log "anchor $v rc=$rc $(grep RESULT "$OUT/anchor-$v.log" | cut -c1-600)"
 }
 
 for stage in "$@"; do
@@ -141,12 +152,15 @@ dptest)
     grep -E "^(ok|not ok)|#" "$OUT/dp_gpu.tap" | head -40 | tee -a "$OUT/summary.txt"
     ;;
 quick)
-    # The default setting against the anchor's fastest variant, alternating, twice; then the lean setting once.
-    for round in 1 2; do
+    # The default setting against the anchor's fastest variant, alternating, three times (the anchor's
+    # first run on a fresh machine is slow); the lean setting once; then the default over 100 steps, which
+    # shows the sustained rate at the card's power cap (20 steps are about a second of training).
+    for round in 1 2 3; do
         anchor tuned-nockpt
         ours "fast-$round" .carry/hh_b16.pack
     done
     ours lean .carry/hh_b16.pack --recompute
+    STEPS=100 ours fast-100 .carry/hh_b16.pack
     ;;
 bench)
     # A kernel that failed its test must not be timed: fall back to the cuBLAS path.
@@ -163,6 +177,8 @@ bench)
     ;;
 esac
 done
+kill "$SMI_PID" 2>/dev/null
+python3 bench/power_summary.py "$OUT/smi.csv" "$OUT/windows.csv" | tee -a "$OUT/summary.txt"
 log done
 cp "$OUT/summary.txt" "$RESULT/"
 tar czf "$RESULT/logs.tgz" -C "$OUT" .
