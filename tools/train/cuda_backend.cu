@@ -256,8 +256,36 @@ static void lora_site_groups(cuda_ctx *c, const lora_site *st, size_t layer, lay
     }
 }
 
-static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, size_t N);
+// ---- the frozen weights' products ----------------------------------------------
+// In one place for the layer passes and for the start-up warm-up (warm_gemms),
+// which must meet the same shapes, strides and alignment. x is the layer's
+// input (the residual of o_proj) and x_out its output (down_proj adds into it);
+// the backward products read and write the workspace.
+enum base_op { FWD_QKV, FWD_O, FWD_GU, FWD_DOWN, BWD_DOWN, BWD_GU, BWD_O, BWD_QKV, BASE_OPS };
 
+static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, size_t N) {
+    size_t C = c->d.hidden, F = c->d.inter;
+    switch (op) {
+    case FWD_QKV:    // qkv = ln1 Wqkv^T + b
+        gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f); break;
+    case FWD_O:      // x_mid = x + att Wo^T: the residual add rides in the product's C input
+        gemm_linear_fwd_res(c->gemm, a->x_mid, x, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd); break;
+    case FWD_GU:     // gu = ln2 [Wg; Wu]^T
+        gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f); break;
+    case FWD_DOWN:   // x_out = x_mid + act Wd^T
+        gemm_linear_fwd_res(c->gemm, x_out, a->x_mid, C, a->act, F, w->w_d, F, N, C, F); break;
+    case BWD_DOWN:   // dact = dres Wd
+        gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f); break;
+    case BWD_GU:     // dln = dgu [Wg; Wu]
+        gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f); break;
+    case BWD_O:      // datt = dres Wo
+        gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f); break;
+    case BWD_QKV:    // dln = dqkv Wqkv
+        gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f); break;
+    }
+}
+
+// ---- a site: a base product and the LoRA modules on it -------------------------
 // A site's forward: the base product op (writing y, ld ldy), and the LoRA
 // modules reading the site's shared input in (N, I): y[:, col_j] += s
 // dropout(in) A_j^T B_j^T. Fused, in is read once for the whole site's
@@ -313,35 +341,6 @@ static void site_bwd(cuda_ctx *c, int site, int op, const layer_w *w, layer_acts
 // Layer i's input (i = L: the final norm's), N tokens of row stride hidden.
 // A pipeline stage keeps its own layers' inputs only: i runs over [l0, l1].
 static bfh *x_at(cuda_ctx *c, size_t i) { return c->x_layers + (i - c->l0) * c->max_tok * c->d.hidden; }
-
-// ---- the frozen weights' products ----------------------------------------------
-// In one place for the layer passes and for the start-up warm-up (warm_gemms),
-// which must meet the same shapes, strides and alignment. x is the layer's
-// input (the residual of o_proj) and x_out its output (down_proj adds into it);
-// the backward products read and write the workspace.
-enum base_op { FWD_QKV, FWD_O, FWD_GU, FWD_DOWN, BWD_DOWN, BWD_GU, BWD_O, BWD_QKV, BASE_OPS };
-
-static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, const bfh *x, bfh *x_out, size_t N) {
-    size_t C = c->d.hidden, F = c->d.inter;
-    switch (op) {
-    case FWD_QKV:    // qkv = ln1 Wqkv^T + b
-        gemm_linear_fwd(c->gemm, a->qkv, c->dqkv, a->ln1, C, w->w_qkv, C, N, c->dqkv, C, w->b_qkv, 1.0f, 0.0f); break;
-    case FWD_O:      // x_mid = x + att Wo^T: the residual add rides in the product's C input
-        gemm_linear_fwd_res(c->gemm, a->x_mid, x, C, a->att, c->qd, w->w_o, c->qd, N, C, c->qd); break;
-    case FWD_GU:     // gu = ln2 [Wg; Wu]^T
-        gemm_linear_fwd(c->gemm, a->gu, 2 * F, a->ln2, C, w->w_gu, C, N, 2 * F, C, nullptr, 1.0f, 0.0f); break;
-    case FWD_DOWN:   // x_out = x_mid + act Wd^T
-        gemm_linear_fwd_res(c->gemm, x_out, a->x_mid, C, a->act, F, w->w_d, F, N, C, F); break;
-    case BWD_DOWN:   // dact = dres Wd
-        gemm_linear_dx(c->gemm, c->dact, F, c->dres, C, w->w_d, F, N, C, F, 1.0f, 0.0f); break;
-    case BWD_GU:     // dln = dgu [Wg; Wu]
-        gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f); break;
-    case BWD_O:      // datt = dres Wo
-        gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f); break;
-    case BWD_QKV:    // dln = dqkv Wqkv
-        gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f); break;
-    }
-}
 
 // The loss head on cn target rows: logits = hc lm_head^T, and its input gradient hc = dlogits lm_head.
 static void head_fwd(cuda_ctx *c, size_t cn) {
