@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/device_run.sh: what one call on the GPU machine runs, from the repo root.
-#   bench/device_run.sh STAGE...     stages: info tests model curve prof speed anchor quick bench multi offload pipe dptest
+#   bench/device_run.sh STAGE...     stages: info tests model curve prof speed anchor quick bench multi offload pipe pipeoff dptest
 # Inputs (built and gathered on the CPU machine, carried in .carry/ and bin/, build/):
 #   .carry/hh.jsonl           tokenize's output for huanhuan (tutorial system prompt, --max-len 128)
 #   .carry/hh_b1a16.pack      pack --batch-size 1 --accum 16 --seed 42 --keep-empty (the tutorial's batches)
@@ -146,6 +146,23 @@ pipe)
     STEPS=${PIPE_STEPS:-8} ours pipe1 .carry/hh_b16.pack $(jq -r 'if .recompute then "--recompute" else "" end' /tmp/plan2s.json)
     cmp /tmp/run-pipe2/adapter_model.safetensors /tmp/run-pipe1/adapter_model.safetensors \
         && log "2-stage adapter identical to the one-process run" || log "2-stage adapter DIFFERS from the one-process run"
+    ;;
+pipeoff)
+    # Stages that stream their own layers from host memory: the plan shard-plan makes for two 4 GiB GPUs,
+    # both stages placed on this GPU. Each stage's allocated memory against the plan's, and the adapter
+    # after the same steps against the one-process lean run's (recompute, in memory: must be identical).
+    bin/shard-plan --model "$MODEL" --gpus 2x4GiB --pack .carry/hh_b16.pack -o /tmp/plan24.json 2> "$OUT/shard-plan24.log"
+    cat "$OUT/shard-plan24.log" >> "$OUT/summary.txt"; cp /tmp/plan24.json "$OUT/plan24.json"
+    jq -c '{stages_per_replica, recompute, host_offload, host_memory_bytes, predicted_tokens_per_s,
+            placement: [.placement[] | {stage, layers, allocated: .memory.allocated, total: .memory.total}]}' \
+        /tmp/plan24.json | tee -a "$OUT/summary.txt"
+    jq '.placement |= map(.gpu = 0)' /tmp/plan24.json > /tmp/plan24-1.json
+    STEPS=${PIPE_STEPS:-8} ours pipeoff2 .carry/hh_b16.pack --plan /tmp/plan24-1.json
+    grep "rank .*layers" "$OUT/pipeoff2.log" | tee -a "$OUT/summary.txt"
+    STEPS=${PIPE_STEPS:-8} ours pipeoff1 .carry/hh_b16.pack --recompute
+    cmp /tmp/run-pipeoff2/adapter_model.safetensors /tmp/run-pipeoff1/adapter_model.safetensors \
+        && log "2-stage offload adapter identical to the one-process run" \
+        || log "2-stage offload adapter DIFFERS from the one-process run"
     ;;
 dptest)
     timeout 300 bats --tap tests/gpu/dp_gpu.bats > "$OUT/dp_gpu.tap" 2>&1
