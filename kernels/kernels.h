@@ -22,6 +22,10 @@ void k_f32_to_bf16(bf16_t *dst, const float *src, size_t n, float scale, cudaStr
 // rows: dst (n, C) = src[idx[i]] ; and the scatter back (dst rows idx[i] = src rows i)
 void k_gather_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s);
 void k_scatter_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s);
+// dst (n, C): row j < P = sum over the n_seq sequences (starting at seq[k] in src) of their row j, in fp32;
+// row j >= P = src row idx[j]. Folds an expanded batch back onto rows whose shared prefix appears once.
+void k_fold_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, const int32_t *seq, size_t n_seq, size_t P,
+                 size_t n, size_t C, cudaStream_t s);
 // y += x (bf16, n elements), rounding once
 void k_add_inplace(bf16_t *y, const bf16_t *x, size_t n, cudaStream_t s);
 

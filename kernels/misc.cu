@@ -22,22 +22,53 @@ extern "C" void k_embed(bf16_t *out, const bf16_t *table, const int32_t *ids, si
     LAUNCH_CHECK();
 }
 
-__global__ void gather_kernel(bf16 *dst, const bf16 *src, const int32_t *idx, size_t C, int scatter) {
+// Rows of T elements (bf16, or uint4 = 8 bf16 when rows are whole 16-byte pieces).
+template <typename T>
+__global__ void gather_kernel(T *dst, const T *src, const int32_t *idx, size_t C, int scatter) {
     size_t row = blockIdx.x;
-    const bf16 *a = scatter ? src + row * C : src + (size_t)idx[row] * C;
-    bf16 *b = scatter ? dst + (size_t)idx[row] * C : dst + row * C;
+    const T *a = scatter ? src + row * C : src + (size_t)idx[row] * C;
+    T *b = scatter ? dst + (size_t)idx[row] * C : dst + row * C;
     for (size_t i = threadIdx.x; i < C; i += blockDim.x) b[i] = a[i];
 }
 
-extern "C" void k_gather_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s) {
+static void gather_launch(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, int scatter,
+                          cudaStream_t s) {
     if (!n) return;
-    gather_kernel<<<(unsigned)n, 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, idx, C, 0);
+    if (C % 8 == 0 && (uintptr_t)dst % 16 == 0 && (uintptr_t)src % 16 == 0)
+        gather_kernel<uint4><<<(unsigned)n, 128, 0, s>>>((uint4 *)dst, (const uint4 *)src, idx, C / 8, scatter);
+    else gather_kernel<bf16><<<(unsigned)n, 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, idx, C, scatter);
     LAUNCH_CHECK();
 }
 
+extern "C" void k_gather_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s) {
+    gather_launch(dst, src, idx, n, C, 0, s);
+}
+
 extern "C" void k_scatter_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, size_t n, size_t C, cudaStream_t s) {
+    gather_launch(dst, src, idx, n, C, 1, s);
+}
+
+// Shared prefixes (train --share-prefix): row j < P of dst is the sum over the
+// n_seq sequences of their row j in src (sequence k starts at seq[k]), in
+// sequence order in fp32, rounded once; row j >= P is src's row idx[j].
+__global__ void fold_rows_kernel(bf16 *dst, const bf16 *src, const int32_t *idx, const int32_t *seq, size_t n_seq,
+                                 size_t P, size_t C) {
+    size_t j = blockIdx.x;
+    for (size_t i = threadIdx.x; i < C; i += blockDim.x) {
+        if (j < P) {
+            float acc = 0.0f;
+            for (size_t k = 0; k < n_seq; k++) acc += bf(src[((size_t)seq[k] + j) * C + i]);
+            dst[j * C + i] = tobf(acc);
+        } else {
+            dst[j * C + i] = src[(size_t)idx[j] * C + i];
+        }
+    }
+}
+
+extern "C" void k_fold_rows(bf16_t *dst, const bf16_t *src, const int32_t *idx, const int32_t *seq, size_t n_seq,
+                            size_t P, size_t n, size_t C, cudaStream_t s) {
     if (!n) return;
-    gather_kernel<<<(unsigned)n, 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, idx, C, 1);
+    fold_rows_kernel<<<(unsigned)n, 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, idx, seq, n_seq, P, C);
     LAUNCH_CHECK();
 }
 

@@ -616,6 +616,63 @@ static void test_lora_batch(size_t r) {
     for (size_t g = 0; g < G; g++) { delete B[g]; delete t[g]; delete dt[g]; delete dB[g]; }
 }
 
+// Row gathers (16-byte and scalar rows) and the shared-prefix fold: a batch of
+// 3 sequences of 14, 11 and 20 rows whose first P = 9 rows are shared, laid
+// out as the trainer computes it (shared rows once, then each sequence's own).
+static void test_rows(size_t C) {
+    const size_t P = 9, lens[] = {14, 11, 20}, S = 3;
+    std::vector<int32_t> seq(S + 1, 0), expand, compress;
+    for (size_t s = 0; s < S; s++) seq[s + 1] = seq[s] + (int32_t)lens[s];
+    size_t Nb = (size_t)seq[S], Nc = Nb - (S - 1) * P;
+    for (size_t p = 0; p < P; p++) compress.push_back((int32_t)p);
+    for (size_t s = 0; s < S; s++)
+        for (size_t p = 0; p < lens[s]; p++) {
+            if (p >= P) compress.push_back(seq[s] + (int32_t)p);
+            expand.push_back(p < P ? (int32_t)p : (int32_t)(compress.size() - 1));
+        }
+    int32_t *d_seq, *d_exp, *d_cmp;
+    CUDA_CHECK(cudaMalloc(&d_seq, (S + 1) * 4)); CUDA_CHECK(cudaMalloc(&d_exp, Nb * 4)); CUDA_CHECK(cudaMalloc(&d_cmp, Nc * 4));
+    CUDA_CHECK(cudaMemcpy(d_seq, seq.data(), (S + 1) * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_exp, expand.data(), Nb * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_cmp, compress.data(), Nc * 4, cudaMemcpyHostToDevice));
+    bbuf comp(Nc * C), wide(Nb * C), back(Nc * C), folded(Nc * C);
+    wide.poison();
+    k_gather_rows(wide.d, comp.d, d_exp, Nb, C, 0);   // spread out: every sequence whole
+    std::vector<double> rw(Nb * C), rb(Nc * C), rf(Nc * C);
+    for (size_t t = 0; t < Nb; t++) for (size_t i = 0; i < C; i++) rw[t * C + i] = comp.h[expand[t] * C + i];
+    char name[80];
+    snprintf(name, sizeof name, "gather rows (C=%zu)", C);
+    check(name, wide.get(), rw, 0.0);
+    back.poison();
+    k_gather_rows(back.d, wide.d, d_cmp, Nc, C, 0);   // and back: the computed rows again
+    for (size_t j = 0; j < Nc; j++) for (size_t i = 0; i < C; i++) rb[j * C + i] = comp.h[j * C + i];
+    snprintf(name, sizeof name, "gather rows back (C=%zu)", C);
+    check(name, back.get(), rb, 0.0);
+    bbuf spread(Nb * C);   // scatter into zeros: one copy of each computed row, zeros elsewhere
+    CUDA_CHECK(cudaMemset(spread.d, 0, Nb * C * 2));
+    k_scatter_rows(spread.d, comp.d, d_cmp, Nc, C, 0);
+    std::vector<double> rsc(Nb * C, 0.0);
+    for (size_t j = 0; j < Nc; j++) for (size_t i = 0; i < C; i++) rsc[compress[j] * C + i] = comp.h[j * C + i];
+    snprintf(name, sizeof name, "scatter rows (C=%zu)", C);
+    check(name, spread.get(), rsc, 0.0);
+    bbuf grad(Nb * C);   // gradients of the spread-out rows: each copy its own
+    folded.poison();
+    k_fold_rows(folded.d, grad.d, d_cmp, d_seq, S, P, Nc, C, 0);
+    for (size_t j = 0; j < Nc; j++)
+        for (size_t i = 0; i < C; i++) {
+            if (j < P) {
+                float acc = 0.0f;   // the kernel's order and precision, rounded once
+                for (size_t s = 0; s < S; s++) acc += grad.h[(seq[s] + j) * C + i];
+                rf[j * C + i] = b2h(h2b(acc));
+            } else {
+                rf[j * C + i] = grad.h[compress[j] * C + i];
+            }
+        }
+    snprintf(name, sizeof name, "fold shared rows (C=%zu)", C);
+    check(name, folded.get(), rf, 0.0);
+    cudaFree(d_seq); cudaFree(d_exp); cudaFree(d_cmp);
+}
+
 int main() {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) { printf("no CUDA GPU: skipped\n0 passed, 0 failed\n"); return 0; }
@@ -651,6 +708,8 @@ int main() {
     test_swiglu(13, 152);
     test_xent();
     test_adamw();
+    test_rows(136);   // 16-byte rows
+    test_rows(70);    // scalar rows
     gemm_destroy(g);
     printf("test_kernels: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

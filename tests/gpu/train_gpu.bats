@@ -100,3 +100,23 @@ compare_curves() {
     grep -q "5 layers in pinned host memory" "$BATS_TEST_TMPDIR/offload.log"
     cmp "$BATS_TEST_TMPDIR/recompute/adapter_model.safetensors" "$BATS_TEST_TMPDIR/offload/adapter_model.safetensors"
 }
+
+@test "gpu: --share-prefix computes a shared system prompt once and follows the full computation" {
+    # every record behind the same 12 prompt tokens (no targets among them), 4 sequences per micro-batch
+    jq -c '{input_ids: ([7,7,3,9,1,2,5,8,4,6,3,2] + .input_ids), labels: ([range(12) | -100] + .labels)}' \
+        "$GOLD/untied-qkvo/data.jsonl" > "$BATS_TEST_TMPDIR/sys.jsonl"
+    "$BIN/pack" --batch-size 4 --accum 2 --epochs 2 --seed 3 -o "$BATS_TEST_TMPDIR/sys.pack" "$BATS_TEST_TMPDIR/sys.jsonl"
+    a=(--device cuda --model "$GOLD/untied-qkvo/model" --data "$BATS_TEST_TMPDIR/sys.pack" --lora-dropout 0 --seed 5)
+    "$BIN/train" "${a[@]}" --quiet --out "$BATS_TEST_TMPDIR/full"
+    "$BIN/train" "${a[@]}" --share-prefix --out "$BATS_TEST_TMPDIR/shared" 2> "$BATS_TEST_TMPDIR/shared.err"
+    # the same sums in another order (the shared rows' gradients are added before their products): bf16 noise
+    compare_curves "$BATS_TEST_TMPDIR/shared/metrics.jsonl" \
+        <(jq -c '{step, loss, grad_norm, learning_rate: .lr}' "$BATS_TEST_TMPDIR/full/metrics.jsonl")
+    grep -E "shared prefixes: [0-9]+ of the batches' [0-9]+ rows computed" "$BATS_TEST_TMPDIR/shared.err"
+    read -r done all < <(sed -nE "s/.*shared prefixes: ([0-9]+) of the batches' ([0-9]+) rows.*/\1 \2/p" "$BATS_TEST_TMPDIR/shared.err")
+    [ "$done" -lt "$all" ]
+    # recompute, dropout and the host embedding path too: runs, and --recompute changes no bit
+    "$BIN/train" "${a[@]}" --share-prefix --quiet --lora-dropout 0.1 --out "$BATS_TEST_TMPDIR/d1"
+    "$BIN/train" "${a[@]}" --share-prefix --quiet --lora-dropout 0.1 --recompute --out "$BATS_TEST_TMPDIR/d2"
+    cmp "$BATS_TEST_TMPDIR/d1/adapter_model.safetensors" "$BATS_TEST_TMPDIR/d2/adapter_model.safetensors"
+}

@@ -176,6 +176,8 @@ static void comm_settings(char *buf, size_t n, const train_opts *o, const model_
 backend *cpu_backend_create(const train_opts *o, const model_dims *d, const void *model, const lora_layout *l,
                             const optim_cfg *oc, size_t max_tokens, size_t max_len) {
     const hf_model *hm = model;
+    if (o->share_prefix && o->rank == 0 && !o->quiet)
+        fprintf(stderr, "train: --share-prefix is a CUDA option; the CPU reference computes every row\n");
     cpu_ctx *c = xcalloc(1, sizeof *c);
     c->l = l;
     c->oc = oc;

@@ -140,7 +140,19 @@ struct cuda_ctx {
     // workspace
     bfh *dres, *dln, *dqkv_buf, *datt, *dact, *dgu, *drop, *hc, *logits;
     bfh *dt;                          // (N, r)
+    bfh *dq;                          // this layer's q/k/v gradient: dqkv_buf, or dgu with a shared prefix
     int lora_fused;                   // fused dropout + LoRA input kernels (lora.cu)
+    // Shared prefixes (--share-prefix): the P rows every sequence of this
+    // micro-batch starts with are computed once. N then counts the rows computed;
+    // attention alone sees the batch as the data has it (as, every sequence
+    // whole), reached through expand_idx and compress_idx.
+    int share_ok;
+    size_t P;
+    int32_t *expand_idx;              // (max_tok) batch row -> computed row
+    int32_t *compress_idx;            // (max_tok) computed row -> a batch row (a shared row: sequence 0's)
+    int32_t *h_share;                 // pinned staging for both
+    const int32_t *h_ids;             // the computed rows' ids (host), for the host embedding
+    size_t rows_batch, rows_computed; // over the run, for the report
     lora_site site[SITE_COUNT];       // where the LoRA modules sit (filled at start-up)
     float *da_part;                   // their dA scratch
     float *delta, *row_loss, *loss_sum;
@@ -280,8 +292,8 @@ static void base_gemm(cuda_ctx *c, int op, const layer_w *w, layer_acts *a, cons
         gemm_linear_dx(c->gemm, c->dln, C, c->dgu, 2 * F, w->w_gu, C, N, 2 * F, C, 1.0f, 0.0f); break;
     case BWD_O:      // datt = dres Wo
         gemm_linear_dx(c->gemm, c->datt, c->qd, c->dres, C, w->w_o, c->qd, N, C, c->qd, 1.0f, 0.0f); break;
-    case BWD_QKV:    // dln = dqkv Wqkv
-        gemm_linear_dx(c->gemm, c->dln, C, c->dqkv_buf, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f); break;
+    case BWD_QKV:    // dln = dqkv Wqkv (dqkv: the attention's gradient, attention_bwd)
+        gemm_linear_dx(c->gemm, c->dln, C, c->dq, c->dqkv, w->w_qkv, C, N, c->dqkv, C, 1.0f, 0.0f); break;
     }
 }
 
@@ -352,6 +364,55 @@ static void head_dx(cuda_ctx *c, size_t cn) {
     gemm_linear_dx(c->gemm, c->hc, C, c->logits, V, c->lm_head, C, cn, V, C, 1.0f, 0.0f);
 }
 
+// ---- attention ---------------------------------------------------------------
+// The kernels see the batch as the data has it (c->as: every sequence whole).
+// With a shared prefix (c->P > 0) the layer computes fewer rows: q, k, v are
+// spread out to every sequence's rows before attention and its output taken
+// back from one copy of each (the shared rows' outputs are the same in every
+// sequence, being the same computation); in the backward the output gradient
+// goes to that copy, and the q/k/v gradients of the copies are summed
+// (k_fold_rows). Scratch: workspace buffers idle at that point of the pass.
+static void attention_run_fwd(cuda_ctx *c, bfh *out, float *lse, const bfh *qkv) {
+    if (c->att_short) att_short_fwd(out, lse, qkv, &c->as, c->stream);
+    else if (c->att_lp) att_gemm_fwd(c->gemm, out, lse, qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
+    else k_attention_fwd(out, lse, qkv, &c->as, c->stream);
+}
+
+static void attention_fwd(cuda_ctx *c, layer_acts *a) {
+    if (!c->P) { attention_run_fwd(c, a->att, a->lse, a->qkv); return; }
+    size_t Nb = c->as.N;
+    k_gather_rows(c->dqkv_buf, a->qkv, c->expand_idx, Nb, c->dqkv, c->stream);   // (Nb, dqkv)
+    attention_run_fwd(c, c->datt, a->lse, c->dqkv_buf);                         // (Nb, qd); lse (H, Nb)
+    k_gather_rows(a->att, c->datt, c->compress_idx, c->N, c->qd, c->stream);
+}
+
+// Returns the q/k/v gradient (N, dqkv) before the RoPE backward (c->dq too).
+static bfh *attention_bwd(cuda_ctx *c, layer_acts *a) {
+    if (!c->P) {
+        if (c->att_short)
+            att_short_bwd(c->dqkv_buf, c->datt, a->att, a->lse, a->qkv, &c->as, (float *)c->att_ws, c->stream);
+        else if (c->att_lp)
+            att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->att_lp,
+                         c->att_ws, c->tok_seq, c->stream);
+        else k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
+        return c->dq = c->dqkv_buf;
+    }
+    size_t Nb = c->as.N;
+    bfh *qkv = c->dgu, *out = c->dact, *dout = c->dln;   // the MLP's gradients are spent; dln is written after
+    k_gather_rows(qkv, a->qkv, c->expand_idx, Nb, c->dqkv, c->stream);
+    k_gather_rows(out, a->att, c->expand_idx, Nb, c->qd, c->stream);
+    CUDA_CHECK(cudaMemsetAsync(dout, 0, Nb * c->qd * 2, c->stream));
+    k_scatter_rows(dout, c->datt, c->compress_idx, c->N, c->qd, c->stream);
+    if (c->att_short)
+        att_short_bwd(c->dqkv_buf, dout, out, a->lse, qkv, &c->as, (float *)c->att_ws, c->stream);
+    else if (c->att_lp)
+        att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, dout, out, a->lse, qkv, &c->as, c->att_lp, c->att_ws,
+                     c->tok_seq, c->stream);
+    else k_attention_bwd(c->dqkv_buf, c->delta, dout, out, a->lse, qkv, &c->as, c->stream);
+    k_fold_rows(c->dgu, c->dqkv_buf, c->compress_idx, c->seq, c->n_seq, c->P, c->N, c->dqkv, c->stream);
+    return c->dq = c->dgu;
+}
+
 // ---- one layer ---------------------------------------------------------------
 static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *x_out, dropout_cfg drop) {
     const model_dims *d = &c->d;
@@ -365,9 +426,7 @@ static void layer_fwd(cuda_ctx *c, size_t li, layer_acts *a, const bfh *x, bfh *
     // q's heads and then k's are contiguous columns of qkv: one launch rotates both.
     k_rope(a->qkv, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 0, c->stream);
     mark(c, "fwd attention");
-    if (c->att_short) att_short_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
-    else if (c->att_lp) att_gemm_fwd(c->gemm, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
-    else k_attention_fwd(a->att, a->lse, a->qkv, &c->as, c->stream);
+    attention_fwd(c, a);
     site_fwd(c, SITE_O, FWD_O, w, a, x, x_out, a->x_mid, C, a->att, c->qd, li, drop);
     mark(c, "fwd rmsnorm");
     k_rmsnorm_fwd(a->ln2, a->rstd2, a->x_mid, w->ln2, N, C, eps, c->stream);
@@ -394,19 +453,14 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     // attention
     site_bwd(c, SITE_O, BWD_O, w, a, c->datt, c->dres, C, a->att, c->qd, li, drop);
     mark(c, "bwd attention");
-    if (c->att_short)
-        att_short_bwd(c->dqkv_buf, c->datt, a->att, a->lse, a->qkv, &c->as, (float *)c->att_ws, c->stream);
-    else if (c->att_lp)
-        att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->att_lp, c->att_ws,
-                     c->tok_seq, c->stream);
-    else k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
+    bfh *dqkv = attention_bwd(c, a);
     mark(c, "bwd rope");
-    k_rope(c->dqkv_buf, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
+    k_rope(dqkv, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
     // Layer 0's input gradient would only reach the frozen embedding: its q/k/v
     // LoRA gradients are all that is left to compute.
     bool need_dx = li > 0;
-    site_bwd(c, SITE_QKV, need_dx ? BWD_QKV : -1, w, a, need_dx ? c->dln : nullptr, c->dqkv_buf, c->dqkv, a->ln1, C,
-             li, drop);
+    site_bwd(c, SITE_QKV, need_dx ? BWD_QKV : -1, w, a, need_dx ? c->dln : nullptr, dqkv, c->dqkv, a->ln1, C, li,
+             drop);
     if (!need_dx) return;
     mark(c, "bwd rmsnorm");
     k_rmsnorm_bwd(c->dres, c->dln, a->x_in, a->rstd1, w->ln1, N, C, 1, c->stream);
@@ -433,9 +487,28 @@ static void warm_gemms(cuda_ctx *c) {
 }
 
 // ---- micro-batch upload ----------------------------------------------------------
+// The rows every sequence of mb starts with (--share-prefix): the same ids as
+// sequence 0's and no target among them (row t is a target when label t + 1
+// is one), leaving each sequence at least one row of its own. Under 8 rows,
+// the gathers would cost more than they save: 0.
+static size_t share_len(const cuda_ctx *c, const micro_batch *mb) {
+    if (!c->share_ok || mb->n_seq < 2) return 0;
+    size_t min_len = SIZE_MAX;
+    for (size_t s = 0; s < mb->n_seq; s++) min_len = std::min(min_len, (size_t)(mb->seq_start[s + 1] - mb->seq_start[s]));
+    size_t P = 0;
+    for (; P + 1 < min_len; P++) {
+        size_t s = 0;
+        for (; s < mb->n_seq; s++) {
+            size_t t = mb->seq_start[s] + P;
+            if (mb->ids[t] != mb->ids[mb->seq_start[0] + P] || mb->labels[t + 1] != -100) break;
+        }
+        if (s < mb->n_seq) break;
+    }
+    return P >= 8 ? P : 0;
+}
+
 static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
     size_t N = mb->n_tok;
-    c->N = N;
     c->n_seq = mb->n_seq;
     // Host staging (pinned): ids | pos | seq | qblocks | target rows | target ids
     std::vector<int32_t> qb;
@@ -448,22 +521,46 @@ static void upload_batch(cuda_ctx *c, const micro_batch *mb) {
     if (need > c->h_stage_n) die_at(__FILE__, __LINE__, "micro-batch larger than sized for");
     int32_t *h = c->h_stage, *hids = h, *hpos = h + N, *hseq = hpos + N, *hqb = hseq + mb->n_seq + 1;
     int32_t *hrow = hqb + qb.size(), *htok = hrow + N;
-    size_t nt = 0;
+    size_t P = share_len(c, mb);
+    c->P = P;
+    c->N = N - (P ? (mb->n_seq - 1) * P : 0);   // the rows computed
+    c->rows_batch += N;
+    c->rows_computed += c->N;
+    // Row t of the batch (position p in sequence s) is computed row e(t): a
+    // shared row's is p itself, the others follow in batch order.
+    // Without a shared prefix e(t) = t.
+    int32_t *hexp = P ? c->h_share : nullptr, *hcmp = P ? c->h_share + c->max_tok : nullptr;
+    size_t nt = 0, j = P;
+    for (size_t p = 0; p < P; p++) {
+        hids[p] = (int32_t)mb->ids[mb->seq_start[0] + p];
+        hpos[p] = (int32_t)p;
+        hcmp[p] = (int32_t)(mb->seq_start[0] + p);
+    }
     for (size_t s = 0; s < mb->n_seq; s++) {
         size_t t0 = mb->seq_start[s], t1 = mb->seq_start[s + 1];
         hseq[s] = (int32_t)t0;
         for (size_t t = t0; t < t1; t++) {
-            hids[t] = (int32_t)mb->ids[t];
-            hpos[t] = (int32_t)(t - t0);
-            if (t + 1 < t1 && mb->labels[t + 1] != -100) { hrow[nt] = (int32_t)t; htok[nt] = mb->labels[t + 1]; nt++; }
+            size_t e = t - t0 < P ? t - t0 : j++;
+            if (e >= P) {
+                hids[e] = (int32_t)mb->ids[t];
+                hpos[e] = (int32_t)(t - t0);
+                if (P) hcmp[e] = (int32_t)t;
+            }
+            if (P) hexp[t] = (int32_t)e;
+            if (t + 1 < t1 && mb->labels[t + 1] != -100) { hrow[nt] = (int32_t)e; htok[nt] = mb->labels[t + 1]; nt++; }
         }
     }
     hseq[mb->n_seq] = (int32_t)N;
     memcpy(hqb, qb.data(), qb.size() * sizeof(int32_t));
     c->n_t = nt;
+    c->h_ids = hids;
     cudaStream_t s = c->stream;
-    CUDA_CHECK(cudaMemcpyAsync(c->ids, hids, N * 4, cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaMemcpyAsync(c->pos, hpos, N * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->ids, hids, c->N * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(c->pos, hpos, c->N * 4, cudaMemcpyHostToDevice, s));
+    if (P) {
+        CUDA_CHECK(cudaMemcpyAsync(c->expand_idx, hexp, N * 4, cudaMemcpyHostToDevice, s));
+        CUDA_CHECK(cudaMemcpyAsync(c->compress_idx, hcmp, c->N * 4, cudaMemcpyHostToDevice, s));
+    }
     CUDA_CHECK(cudaMemcpyAsync(c->seq, hseq, (mb->n_seq + 1) * 4, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaMemcpyAsync(c->qblocks, hqb, qb.size() * 4, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaMemcpyAsync(c->trow, hrow, nt * 4, cudaMemcpyHostToDevice, s));
@@ -550,7 +647,7 @@ static double run(cuda_ctx *c, const micro_batch *mb, float inv_n, dropout_cfg d
         const st_tensor *t = c->embed_host;
         #pragma omp parallel for schedule(static) if(N > 256)
         for (size_t i = 0; i < N; i++) {
-            size_t row = mb->ids[i];
+            size_t row = (size_t)c->h_ids[i];   // the computed rows' ids (a shared prefix once)
             uint16_t *dst = c->embed_stage + i * C;
             if (t->dtype == DT_BF16) memcpy(dst, (const uint16_t *)t->data + row * C, C * 2);
             else if (t->dtype == DT_F32) for (size_t j = 0; j < C; j++) dst[j] = f32_to_bf16(((const float *)t->data)[row * C + j]);
@@ -868,6 +965,13 @@ static void cu_destroy(backend *b) {
     c->weights.release(); c->lora.release(); c->acts.release(); c->work.release();
     cudaFreeHost(c->h_stage);
     if (c->att_ws) { cudaFree(c->att_ws); cudaFree(c->tok_seq); }
+    if (c->share_ok) {
+        if (c->rank == 0 && c->rows_batch)
+            fprintf(stderr, "train: shared prefixes: %zu of the batches' %zu rows computed (%.1f%%)\n", c->rows_computed,
+                    c->rows_batch, 100.0 * (double)c->rows_computed / (double)c->rows_batch);
+        cudaFree(c->expand_idx);
+        cudaFreeHost(c->h_share);
+    }
     if (c->embed_stage) cudaFreeHost(c->embed_stage);
     if (c->offload) {
         cudaStreamSynchronize(c->copy_stream);
@@ -1124,6 +1228,20 @@ extern "C" backend *cuda_backend_create(const train_opts *o, const model_dims *d
     c->qblocks = c->work.take<int32_t>(2 * (2 * N + 64)); c->trow = c->work.take<int32_t>(N);
     c->ttok = c->work.take<int32_t>(N);
     c->da_part = c->work.take<float>(da_n);
+    c->dq = c->dqkv_buf;
+    // A shared prefix borrows the MLP's gradient buffers for the attention's
+    // spread-out operands (attention_bwd): they must be wide enough.
+    if (o->share_prefix) {
+        c->share_ok = c->l0 == 0 && c->l1 == L && 2 * F >= c->dqkv && F >= c->qd && C >= c->qd;
+        if (!c->share_ok && o->rank == 0)
+            fprintf(stderr, "train: --share-prefix is off: %s\n", c->l0 > 0 || c->l1 < L
+                    ? "not with pipeline stages" : "this model's layer widths leave no room for its scratch");
+    }
+    if (c->share_ok) {
+        CUDA_CHECK(cudaMalloc((void **)&c->expand_idx, 2 * N * sizeof(int32_t)));
+        c->compress_idx = c->expand_idx + N;
+        CUDA_CHECK(cudaHostAlloc((void **)&c->h_share, 2 * N * sizeof(int32_t), cudaHostAllocDefault));
+    }
     c->gemm = gemm_create(wsb, c->stream);
     // Attention tiles: the largest this run's micro-batches could need, within a budget
     // (long sequences fall back to the streaming kernels, which need none).

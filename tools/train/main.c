@@ -50,6 +50,10 @@ static void usage(FILE *f) {
 "  --recompute            CUDA: recompute each layer's activations in the backward pass\n"
 "  --offload              CUDA: keep the frozen layer weights in pinned host memory and stream each\n"
 "                         layer through two device slots (implies --recompute; for GPUs too small)\n"
+"  --share-prefix         CUDA: where every sequence of a micro-batch starts with the same tokens\n"
+"                         (a system prompt) and no target among them, compute those rows once and\n"
+"                         let every sequence attend to them. Exact with --lora-dropout 0; with\n"
+"                         dropout, the shared rows draw one mask instead of one per sequence\n"
 "\n"
 "LoRA (defaults: the tutorial's):\n"
 "  --lora-r N             rank (default 8)\n"
@@ -118,7 +122,7 @@ int main(int argc, char **argv) {
     int ranks = 0;   // --ranks: CPU ranks this process starts
     enum { O_MODEL = 256, O_DATA, O_OUT, O_DEVICE, O_PLAN, O_R, O_ALPHA, O_DROPOUT, O_TARGET, O_LR, O_EPOCHS,
            O_ACCUM, O_WR, O_WS, O_SCHED, O_WD, O_CLIP, O_SEED, O_RESUME, O_INIT, O_EVAL, O_EVAL_STEPS,
-           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_OFFLOAD, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_RANKS, O_HELP };
+           O_SAVE, O_LIMIT, O_MAXSTEPS, O_THREADS, O_RSLORA, O_B1, O_B2, O_EPS, O_QUIET, O_RECOMPUTE, O_OFFLOAD, O_SHARE, O_DEBUG_GRADS, O_INTERRUPT, O_RDZV, O_RANKS, O_HELP };
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL}, {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"device", 1, 0, O_DEVICE},
         {"plan", 1, 0, O_PLAN}, {"lora-r", 1, 0, O_R}, {"lora-alpha", 1, 0, O_ALPHA},
@@ -130,7 +134,7 @@ int main(int argc, char **argv) {
         {"save-steps", 1, 0, O_SAVE}, {"save-total-limit", 1, 0, O_LIMIT}, {"max-steps", 1, 0, O_MAXSTEPS},
         {"threads", 1, 0, O_THREADS}, {"rslora", 0, 0, O_RSLORA}, {"adam-beta1", 1, 0, O_B1},
         {"adam-beta2", 1, 0, O_B2}, {"adam-eps", 1, 0, O_EPS}, {"quiet", 0, 0, O_QUIET},
-        {"recompute", 0, 0, O_RECOMPUTE}, {"offload", 0, 0, O_OFFLOAD}, {"debug-grads", 1, 0, O_DEBUG_GRADS},
+        {"recompute", 0, 0, O_RECOMPUTE}, {"offload", 0, 0, O_OFFLOAD}, {"share-prefix", 0, 0, O_SHARE}, {"debug-grads", 1, 0, O_DEBUG_GRADS},
         {"interrupt-after", 1, 0, O_INTERRUPT}, {"rendezvous", 1, 0, O_RDZV}, {"ranks", 1, 0, O_RANKS}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -181,6 +185,7 @@ int main(int argc, char **argv) {
         case O_QUIET: o.quiet = 1; break;
         case O_RECOMPUTE: o.recompute = 1; o.recompute_set = 1; break;
         case O_OFFLOAD: o.offload = 1; o.offload_set = 1; break;
+        case O_SHARE: o.share_prefix = 1; break;
         case O_DEBUG_GRADS: o.debug_grads = optarg; break;
         case O_INTERRUPT: o.interrupt_after = parse_long("--interrupt-after", optarg, 1); break;
         case O_RDZV: o.rendezvous = optarg; break;

@@ -34,6 +34,7 @@ typedef struct {
     int recompute_set;         // --recompute given (a plan's choice applies otherwise)
     int offload;               // CUDA: frozen layers in pinned host memory, streamed through two slots
     int offload_set;           // --offload given
+    int share_prefix;          // CUDA: a prefix shared by every sequence of a micro-batch computed once
     unsigned long long memory_cap;  // a plan's per-GPU cap (bytes, 0: none), enforced after allocation
     int rank, world, local_rank;   // position among the ranks (filled by main from dist.h)
     // Pipeline stages (a plan with stages_per_replica > 1): rank = replica * stages + stage;
