@@ -386,15 +386,18 @@ static void attention_fwd(cuda_ctx *c, layer_acts *a) {
     k_gather_rows(a->att, c->datt, c->compress_idx, c->N, c->qd, c->stream);
 }
 
+static void attention_run_bwd(cuda_ctx *c, bfh *dqkv, const bfh *dout, const bfh *out, const float *lse,
+                              const bfh *qkv) {
+    if (c->att_short) att_short_bwd(dqkv, dout, out, lse, qkv, &c->as, (float *)c->att_ws, c->stream);
+    else if (c->att_lp)
+        att_gemm_bwd(c->gemm, dqkv, c->delta, dout, out, lse, qkv, &c->as, c->att_lp, c->att_ws, c->tok_seq, c->stream);
+    else k_attention_bwd(dqkv, c->delta, dout, out, lse, qkv, &c->as, c->stream);
+}
+
 // Returns the q/k/v gradient (N, dqkv) before the RoPE backward (c->dq too).
 static bfh *attention_bwd(cuda_ctx *c, layer_acts *a) {
     if (!c->P) {
-        if (c->att_short)
-            att_short_bwd(c->dqkv_buf, c->datt, a->att, a->lse, a->qkv, &c->as, (float *)c->att_ws, c->stream);
-        else if (c->att_lp)
-            att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->att_lp,
-                         c->att_ws, c->tok_seq, c->stream);
-        else k_attention_bwd(c->dqkv_buf, c->delta, c->datt, a->att, a->lse, a->qkv, &c->as, c->stream);
+        attention_run_bwd(c, c->dqkv_buf, c->datt, a->att, a->lse, a->qkv);
         return c->dq = c->dqkv_buf;
     }
     size_t Nb = c->as.N;
@@ -403,12 +406,7 @@ static bfh *attention_bwd(cuda_ctx *c, layer_acts *a) {
     k_gather_rows(out, a->att, c->expand_idx, Nb, c->qd, c->stream);
     CUDA_CHECK(cudaMemsetAsync(dout, 0, Nb * c->qd * 2, c->stream));
     k_scatter_rows(dout, c->datt, c->compress_idx, c->N, c->qd, c->stream);
-    if (c->att_short)
-        att_short_bwd(c->dqkv_buf, dout, out, a->lse, qkv, &c->as, (float *)c->att_ws, c->stream);
-    else if (c->att_lp)
-        att_gemm_bwd(c->gemm, c->dqkv_buf, c->delta, dout, out, a->lse, qkv, &c->as, c->att_lp, c->att_ws,
-                     c->tok_seq, c->stream);
-    else k_attention_bwd(c->dqkv_buf, c->delta, dout, out, a->lse, qkv, &c->as, c->stream);
+    attention_run_bwd(c, c->dqkv_buf, dout, out, a->lse, qkv);
     k_fold_rows(c->dgu, c->dqkv_buf, c->compress_idx, c->seq, c->n_seq, c->P, c->N, c->dqkv, c->stream);
     return c->dq = c->dgu;
 }
