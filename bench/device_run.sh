@@ -50,6 +50,24 @@ anchor() {  # variant
     log "anchor $v rc=$rc $(grep RESULT "$OUT/anchor-$v.log" | cut -c1-600)"
 }
 
+stages_on_one_gpu() {  # name gpus: shard-plan's stages for those GPUs, every place moved to this GPU; each
+    # stage's memory against the plan's, and the adapter after the same steps against the one-process run's
+    # (with the plan's recompute choice, in memory): it must be identical.
+    local name=$1 gpus=$2 plan=/tmp/plan-$1.json
+    bin/shard-plan --model "$MODEL" --gpus "$gpus" --pack .carry/hh_b16.pack -o "$plan" 2> "$OUT/shard-plan-$name.log"
+    cat "$OUT/shard-plan-$name.log" >> "$OUT/summary.txt"; cp "$plan" "$OUT/"
+    jq -c '{replicas, stages_per_replica, recompute, host_offload, host_memory_bytes, predicted_tokens_per_s,
+            placement: [.placement[] | {stage, layers, allocated: .memory.allocated, total: .memory.total}]}' \
+        "$plan" | tee -a "$OUT/summary.txt"
+    jq '.placement |= map(.gpu = 0) | .gpus |= map(.usable_bytes = .memory_bytes)' "$plan" > "$plan.1gpu"
+    STEPS=${PIPE_STEPS:-8} ours "${name}2" .carry/hh_b16.pack --plan "$plan.1gpu"
+    grep "rank .*layers" "$OUT/${name}2.log" | tee -a "$OUT/summary.txt"
+    STEPS=${PIPE_STEPS:-8} ours "${name}1" .carry/hh_b16.pack $(jq -r 'if .recompute then "--recompute" else "" end' "$plan")
+    cmp "/tmp/run-${name}2/adapter_model.safetensors" "/tmp/run-${name}1/adapter_model.safetensors" \
+        && log "$name: 2-stage adapter identical to the one-process run" \
+        || log "$name: 2-stage adapter DIFFERS from the one-process run"
+}
+
 for stage in "$@"; do
 case $stage in
 info)
@@ -131,38 +149,14 @@ offload)
     cmp /tmp/run-off8/adapter_model.safetensors /tmp/run-lean8/adapter_model.safetensors && log "offload adapter identical to the in-memory run"
     ;;
 pipe)
-    # Pipeline stages on one GPU: the GPU tests, then the 7B shape cut by shard-plan for two
-    # 12 GiB GPUs, both stages placed on this GPU: each stage's memory against the plan's, and
-    # the adapter after the same steps against the one-process run's (must be identical).
+    # Pipeline stages on one GPU: the GPU tests, then the 7B shape cut by shard-plan for two 12 GiB GPUs.
     timeout 300 bats --tap tests/gpu/pipeline_gpu.bats > "$OUT/pipeline_gpu.tap" 2>&1
     grep -E "^(ok|not ok)|#" "$OUT/pipeline_gpu.tap" | head -40 | tee -a "$OUT/summary.txt"
-    bin/shard-plan --model "$MODEL" --gpus 2x12GiB --pack .carry/hh_b16.pack -o /tmp/plan2s.json 2> "$OUT/shard-plan2s.log"
-    cat "$OUT/shard-plan2s.log" >> "$OUT/summary.txt"; cp /tmp/plan2s.json "$OUT/plan2s.json"
-    jq -c '{replicas, stages_per_replica, recompute, memory_per_gpu, predicted_tokens_per_s,
-            placement: [.placement[] | {stage, layers, memory}]}' /tmp/plan2s.json | tee -a "$OUT/summary.txt"
-    jq '.placement |= map(.gpu = 0) | .gpus |= map(.usable_bytes = .memory_bytes)' /tmp/plan2s.json > /tmp/plan2s1.json
-    STEPS=${PIPE_STEPS:-8} ours pipe2 .carry/hh_b16.pack --plan /tmp/plan2s1.json
-    grep "rank .*layers" "$OUT/pipe2.log" | tee -a "$OUT/summary.txt"
-    STEPS=${PIPE_STEPS:-8} ours pipe1 .carry/hh_b16.pack $(jq -r 'if .recompute then "--recompute" else "" end' /tmp/plan2s.json)
-    cmp /tmp/run-pipe2/adapter_model.safetensors /tmp/run-pipe1/adapter_model.safetensors \
-        && log "2-stage adapter identical to the one-process run" || log "2-stage adapter DIFFERS from the one-process run"
+    stages_on_one_gpu pipe 2x12GiB
     ;;
 pipeoff)
-    # Stages that stream their own layers from host memory: the plan shard-plan makes for two 4 GiB GPUs,
-    # both stages placed on this GPU. Each stage's allocated memory against the plan's, and the adapter
-    # after the same steps against the one-process lean run's (recompute, in memory: must be identical).
-    bin/shard-plan --model "$MODEL" --gpus 2x4GiB --pack .carry/hh_b16.pack -o /tmp/plan24.json 2> "$OUT/shard-plan24.log"
-    cat "$OUT/shard-plan24.log" >> "$OUT/summary.txt"; cp /tmp/plan24.json "$OUT/plan24.json"
-    jq -c '{stages_per_replica, recompute, host_offload, host_memory_bytes, predicted_tokens_per_s,
-            placement: [.placement[] | {stage, layers, allocated: .memory.allocated, total: .memory.total}]}' \
-        /tmp/plan24.json | tee -a "$OUT/summary.txt"
-    jq '.placement |= map(.gpu = 0)' /tmp/plan24.json > /tmp/plan24-1.json
-    STEPS=${PIPE_STEPS:-8} ours pipeoff2 .carry/hh_b16.pack --plan /tmp/plan24-1.json
-    grep "rank .*layers" "$OUT/pipeoff2.log" | tee -a "$OUT/summary.txt"
-    STEPS=${PIPE_STEPS:-8} ours pipeoff1 .carry/hh_b16.pack --recompute
-    cmp /tmp/run-pipeoff2/adapter_model.safetensors /tmp/run-pipeoff1/adapter_model.safetensors \
-        && log "2-stage offload adapter identical to the one-process run" \
-        || log "2-stage offload adapter DIFFERS from the one-process run"
+    # Stages that stream their own layers from host memory: the plan shard-plan makes for two 4 GiB GPUs.
+    stages_on_one_gpu pipeoff 2x4GiB
     ;;
 dptest)
     timeout 300 bats --tap tests/gpu/dp_gpu.bats > "$OUT/dp_gpu.tap" 2>&1

@@ -394,11 +394,12 @@ static void attention_run_bwd(cuda_ctx *c, bfh *dqkv, const bfh *dout, const bfh
     else k_attention_bwd(dqkv, c->delta, dout, out, lse, qkv, &c->as, c->stream);
 }
 
-// Returns the q/k/v gradient (N, dqkv) before the RoPE backward (c->dq too).
-static bfh *attention_bwd(cuda_ctx *c, layer_acts *a) {
+// Leaves the q/k/v gradient (N, dqkv), before the RoPE backward, in c->dq.
+static void attention_bwd(cuda_ctx *c, layer_acts *a) {
     if (!c->P) {
-        attention_run_bwd(c, c->dqkv_buf, c->datt, a->att, a->lse, a->qkv);
-        return c->dq = c->dqkv_buf;
+        c->dq = c->dqkv_buf;
+        attention_run_bwd(c, c->dq, c->datt, a->att, a->lse, a->qkv);
+        return;
     }
     size_t Nb = c->as.N;
     bfh *qkv = c->dgu, *out = c->dact, *dout = c->dln;   // the MLP's gradients are spent; dln is written after
@@ -407,8 +408,8 @@ static bfh *attention_bwd(cuda_ctx *c, layer_acts *a) {
     CUDA_CHECK(cudaMemsetAsync(dout, 0, Nb * c->qd * 2, c->stream));
     k_scatter_rows(dout, c->datt, c->compress_idx, c->N, c->qd, c->stream);
     attention_run_bwd(c, c->dqkv_buf, dout, out, a->lse, qkv);
-    k_fold_rows(c->dgu, c->dqkv_buf, c->compress_idx, c->seq, c->n_seq, c->P, c->N, c->dqkv, c->stream);
-    return c->dq = c->dgu;
+    c->dq = c->dgu;
+    k_fold_rows(c->dq, c->dqkv_buf, c->compress_idx, c->seq, c->n_seq, c->P, c->N, c->dqkv, c->stream);
 }
 
 // ---- one layer ---------------------------------------------------------------
@@ -451,13 +452,13 @@ static void layer_bwd(cuda_ctx *c, size_t li, layer_acts *a, dropout_cfg drop) {
     // attention
     site_bwd(c, SITE_O, BWD_O, w, a, c->datt, c->dres, C, a->att, c->qd, li, drop);
     mark(c, "bwd attention");
-    bfh *dqkv = attention_bwd(c, a);
+    attention_bwd(c, a);
     mark(c, "bwd rope");
-    k_rope(dqkv, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
+    k_rope(c->dq, c->dqkv, 0, d->heads + d->kv_heads, D, c->pos, c->inv_freq, N, 1, c->stream);
     // Layer 0's input gradient would only reach the frozen embedding: its q/k/v
     // LoRA gradients are all that is left to compute.
     bool need_dx = li > 0;
-    site_bwd(c, SITE_QKV, need_dx ? BWD_QKV : -1, w, a, need_dx ? c->dln : nullptr, dqkv, c->dqkv, a->ln1, C, li,
+    site_bwd(c, SITE_QKV, need_dx ? BWD_QKV : -1, w, a, need_dx ? c->dln : nullptr, c->dq, c->dqkv, a->ln1, C, li,
              drop);
     if (!need_dx) return;
     mark(c, "bwd rmsnorm");
